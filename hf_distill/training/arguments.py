@@ -1,0 +1,336 @@
+"""Command-line configuration of a distillation run: three dataclasses parsed by ``HfArgumentParser``.
+
+``ModelArguments`` names the teachers and the student, ``DataArguments`` the data and the cross-context
+views, ``DistillationArguments`` (a ``TrainingArguments``) the losses and everything the ``Trainer`` owns.
+The flag names of the seed re-implementation (``--batch_size``, ``--lr``, ``--num_iterations``, ...) are
+translated onto these fields by :func:`translate_seed_flags`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from transformers import HfArgumentParser, TrainingArguments
+
+NORMALIZATIONS = ("none", "global", "local", "hybrid")
+HDN_VARIANTS = ("dr", "dp", "ds")
+DATASET_FORMATS = ("auto", "nyu", "images", "webdataset")
+STUDENT_INITS = ("pretrained", "backbone", "random")
+TEACHER_DTYPES = ("auto", "float32", "bfloat16", "float16")
+ALIGNMENTS = ("disparity", "depth", "none")
+
+
+@dataclass
+class ModelArguments:
+    """Which teachers distil into which student."""
+
+    teacher_models: list[str] = field(
+        default_factory=lambda: ["depthanything-large"],
+        metadata={"help": "Teacher aliases (depthanything-small|base|large, depthanything-v1-*, "
+                  "distill-any-depth-small|large), Hub ids or local folders. Several teachers: one is drawn per step."},
+    )
+    teacher_checkpoints: list[str] | None = field(
+        default=None,
+        metadata={"help": "One weights file per teacher (HF or original layout, .safetensors or .pth), loaded into "
+                  "the structure named by --teacher_models without any download."},
+    )
+    teacher_sampling_weights: list[float] | None = field(
+        default=None,
+        metadata={"help": "Probability weights for drawing a teacher each step, one per teacher (default uniform; "
+                  "the paper uses 7 3)."},
+    )
+    teacher_dtype: str = field(
+        default="auto",
+        metadata={"help": "Teacher weights dtype: auto (bfloat16 on a GPU that supports it, else float32), "
+                  "float32, bfloat16 or float16.", "choices": TEACHER_DTYPES},
+    )
+    student_arch: str = field(
+        default="depthanything-base",
+        metadata={"help": "Student alias, Hub id or local folder."},
+    )
+    student_init: str = field(
+        default="pretrained",
+        metadata={"help": "pretrained: all weights of --student_arch; backbone: pretrained DINOv2 encoder with a "
+                  "re-initialised neck and head; random: no weights at all.", "choices": STUDENT_INITS},
+    )
+
+    def __post_init__(self) -> None:
+        if not self.teacher_models:
+            raise ValueError("--teacher_models needs at least one teacher.")
+        n = len(self.teacher_models)
+        if self.teacher_checkpoints is not None and len(self.teacher_checkpoints) != n:
+            raise ValueError(
+                f"--teacher_checkpoints has {len(self.teacher_checkpoints)} entries but --teacher_models has {n}: "
+                "give one checkpoint per teacher."
+            )
+        if self.teacher_sampling_weights is not None:
+            weights = self.teacher_sampling_weights
+            if len(weights) != n:
+                raise ValueError(
+                    f"--teacher_sampling_weights has {len(weights)} entries but --teacher_models has {n}."
+                )
+            if any(not math.isfinite(w) or w < 0 for w in weights) or sum(weights) <= 0:
+                raise ValueError(f"--teacher_sampling_weights must be non-negative with a positive sum, got {weights}.")
+        _check_choice("--teacher_dtype", self.teacher_dtype, TEACHER_DTYPES)
+        _check_choice("--student_init", self.student_init, STUDENT_INITS)
+
+    @property
+    def teacher_probabilities(self) -> list[float]:
+        """Normalised teacher sampling probabilities, one per teacher."""
+        weights = self.teacher_sampling_weights or [1.0] * len(self.teacher_models)
+        total = sum(weights)
+        return [w / total for w in weights]
+
+
+@dataclass
+class DataArguments:
+    """Where the images come from and how a cross-context sample is cut from each."""
+
+    dataset_dir: str | None = field(
+        default=None,
+        metadata={"help": "Training data: an NYU DenseDepth CSV folder, an image folder tree, or a folder/glob of "
+                  "webdataset tar shards (SA-1B)."},
+    )
+    dataset_format: str = field(
+        default="auto",
+        metadata={"help": "Layout of --dataset_dir (auto detects it).", "choices": DATASET_FORMATS},
+    )
+    eval_dataset_dir: str | None = field(
+        default=None,
+        metadata={"help": "Data with ground-truth depth evaluated during training (default: the NYU test split of "
+                  "--dataset_dir when it is an NYU folder and evaluation is enabled)."},
+    )
+    max_eval_samples: int | None = field(
+        default=None, metadata={"help": "Evaluate on at most this many samples."}
+    )
+    global_crop_size: int = field(
+        default=560, metadata={"help": "Side G of the global view seen by teacher and student (multiple of 14)."}
+    )
+    local_crop_size: int = field(
+        default=560, metadata={"help": "Side L each local patch is resized to for the teacher (multiple of 14)."}
+    )
+    num_local_patches: int = field(default=2, metadata={"help": "Local patches per sample."})
+    min_region: int = field(
+        default=644, metadata={"help": "Lower bound of the region side (paper: 644), capped by the image's short side."}
+    )
+    min_local_crop: int | None = field(
+        default=None, metadata={"help": "Lower bound of a local patch side in source pixels."}
+    )
+    shuffle_buffer_size: int = field(
+        default=1000, metadata={"help": "Shuffle buffer of streamed (webdataset) data."}
+    )
+
+    def __post_init__(self) -> None:
+        _check_choice("--dataset_format", self.dataset_format, DATASET_FORMATS)
+        for flag, value in (("--global_crop_size", self.global_crop_size), ("--local_crop_size", self.local_crop_size)):
+            if value <= 0 or value % 14:
+                raise ValueError(f"{flag} must be a positive multiple of 14 (the ViT patch size), got {value}.")
+        if self.num_local_patches < 0:
+            raise ValueError(f"--num_local_patches must be >= 0, got {self.num_local_patches}.")
+        if self.min_local_crop is not None and self.min_local_crop <= 0:
+            raise ValueError(f"--min_local_crop must be positive, got {self.min_local_crop}.")
+
+
+@dataclass
+class DistillationArguments(TrainingArguments):
+    """``TrainingArguments`` plus the distillation objective of DESIGN.md section 4."""
+
+    output_dir: str | None = field(
+        default="output/distill",
+        metadata={"help": "Where the student folder, the flat safetensors exports and checkpoint-*/ are written."},
+    )
+    normalization: str = field(
+        default="hybrid",
+        metadata={"help": "Normalisation of L_sc and L_lg: none, global, local (finest level) or hybrid (all "
+                  "levels, HDN).", "choices": NORMALIZATIONS},
+    )
+    hdn_variant: str = field(
+        default="dr",
+        metadata={"help": "Context family for local/hybrid: dr (depth range), dp (percentile), ds (spatial).",
+                  "choices": HDN_VARIANTS},
+    )
+    hdn_levels: int = field(
+        default=3, metadata={"help": "Hierarchy levels (level k has 2^k contexts per axis/range); --num_segments N "
+                             "sets log2(N)+1."}
+    )
+    lambda_sc: float = field(default=1.0, metadata={"help": "Weight of the shared-context loss."})
+    lambda_lg: float = field(default=0.5, metadata={"help": "Weight of the local-global loss."})
+    lambda_feat: float = field(default=1.0, metadata={"help": "Weight of the feature-alignment loss."})
+    lambda_grad: float = field(default=2.0, metadata={"help": "Weight of the gradient-matching loss."})
+    lambda_hdn: float = field(
+        default=0.0, metadata={"help": "Weight of the extra HDN-normalised shared-context term (NYU recipe: 0.8)."}
+    )
+    hdn_loss_variant: str = field(
+        default="dr", metadata={"help": "Context family of the lambda_hdn term.", "choices": HDN_VARIANTS}
+    )
+    hdn_loss_levels: int = field(default=3, metadata={"help": "Hierarchy levels of the lambda_hdn term."})
+    feature_margin: float = field(
+        default=0.85, metadata={"help": "Tokens whose student/teacher cosine is above this margin are not penalised."}
+    )
+    visualize_steps: int = field(
+        default=100, metadata={"help": "Write a visualisation grid every this many steps (0 disables)."}
+    )
+    warmup_epochs: float = field(
+        default=0.0, metadata={"help": "Learning-rate warm-up in epochs (overrides --warmup_steps when > 0)."}
+    )
+    eval_alignment: str = field(
+        default="disparity", metadata={"help": "Alignment of predictions to ground truth during evaluation.",
+                                       "choices": ALIGNMENTS}
+    )
+    eval_min_depth: float = field(default=1e-3, metadata={"help": "Evaluation depth range lower bound (metres)."})
+    eval_max_depth: float = field(default=10.0, metadata={"help": "Evaluation depth range upper bound (metres)."})
+    remove_unused_columns: bool = field(
+        default=False, metadata={"help": "Kept False: batches are dicts of views built by hf_distill.data."}
+    )
+    logging_steps: float = field(default=10, metadata={"help": "Log every this many steps."})
+    save_steps: float = field(
+        default=1000, metadata={"help": "Checkpoint (checkpoint-*/ and student_checkpoint_{step}.safetensors) "
+                                "every this many steps."}
+    )
+    metric_for_best_model: str | None = field(
+        default="abs_rel", metadata={"help": "Evaluation metric that selects student_best.safetensors."}
+    )
+    greater_is_better: bool | None = field(
+        default=False, metadata={"help": "Whether a larger --metric_for_best_model is better."}
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_choice("--normalization", self.normalization, NORMALIZATIONS)
+        _check_choice("--hdn_variant", self.hdn_variant, HDN_VARIANTS)
+        _check_choice("--hdn_loss_variant", self.hdn_loss_variant, HDN_VARIANTS)
+        _check_choice("--eval_alignment", self.eval_alignment, ALIGNMENTS)
+        for flag, levels in (("--hdn_levels", self.hdn_levels), ("--hdn_loss_levels", self.hdn_loss_levels)):
+            if levels < 1:
+                raise ValueError(f"{flag} must be >= 1, got {levels}.")
+        for name in ("lambda_sc", "lambda_lg", "lambda_feat", "lambda_grad", "lambda_hdn"):
+            value = getattr(self, name)
+            if not math.isfinite(value) or value < 0:
+                raise ValueError(f"--{name} must be a finite non-negative weight, got {value}.")
+        if not 0.0 <= self.feature_margin <= 1.0:
+            raise ValueError(f"--feature_margin must lie in [0, 1], got {self.feature_margin}.")
+        if self.warmup_epochs < 0:
+            raise ValueError(f"--warmup_epochs must be >= 0, got {self.warmup_epochs}.")
+        if self.visualize_steps < 0:
+            raise ValueError(f"--visualize_steps must be >= 0, got {self.visualize_steps}.")
+
+
+def validate_arguments(model_args: ModelArguments, data_args: DataArguments, args: DistillationArguments) -> None:
+    """Checks that span several dataclasses; raises ``ValueError`` naming the flags."""
+    if args.normalization == "none" and len(model_args.teacher_models) > 1:
+        raise ValueError(
+            "--normalization none cannot be used with several --teacher_models: their depth scales differ, "
+            "so un-normalised targets would contradict each other. Use global, local or hybrid."
+        )
+    if args.lambda_lg > 0 and data_args.num_local_patches == 0:
+        raise ValueError("--lambda_lg > 0 needs --num_local_patches >= 1.")
+
+
+# Seed re-implementation flag -> HF field. `--use_nyu_dataset` and `--num_segments` need a value transform.
+SEED_FLAG_NAMES = {
+    "batch_size": "per_device_train_batch_size",
+    "lr": "learning_rate",
+    "num_iterations": "max_steps",
+    "num_epochs": "num_train_epochs",
+    "checkpoint_interval": "save_steps",
+}
+
+
+def _num_segments_to_levels(value: str | int) -> int:
+    segments = int(value)
+    if segments < 1 or segments & (segments - 1):
+        raise ValueError(f"--num_segments must be a power of two (1, 2, 4, ...), got {value}.")
+    return int(math.log2(segments)) + 1
+
+
+def translate_seed_flags(argv: list[str]) -> list[str]:
+    """Rewrite the seed's flag names onto the HF fields (``--batch_size 8`` -> ``--per_device_train_batch_size 8``).
+
+    ``--use_nyu_dataset`` becomes ``--dataset_format nyu``; ``--num_segments N`` (a power of two, the number of
+    contexts of the finest level) becomes ``--hdn_levels log2(N)+1``. HF names pass through unchanged.
+    """
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        token = argv[i]
+        name, eq, inline = token[2:].partition("=") if token.startswith("--") else ("", "", "")
+        if name == "use_nyu_dataset":
+            out += ["--dataset_format", "nyu"]
+        elif name == "num_segments":
+            if eq:
+                value = inline
+            elif i + 1 < len(argv):
+                i += 1
+                value = argv[i]
+            else:
+                raise ValueError("--num_segments needs a value.")
+            out += ["--hdn_levels", str(_num_segments_to_levels(value))]
+        elif name in SEED_FLAG_NAMES:
+            new = "--" + SEED_FLAG_NAMES[name]
+            out.append(f"{new}={inline}" if eq else new)
+        else:
+            out.append(token)
+        i += 1
+    return out
+
+
+def translate_seed_config(config: dict[str, Any]) -> dict[str, Any]:
+    """The same translation for the keys of a YAML/JSON config file."""
+    out: dict[str, Any] = {}
+    for key, value in config.items():
+        if key == "use_nyu_dataset":
+            if value:
+                out["dataset_format"] = "nyu"
+        elif key == "num_segments":
+            out["hdn_levels"] = _num_segments_to_levels(value)
+        else:
+            out[SEED_FLAG_NAMES.get(key, key)] = value
+    return out
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a YAML or JSON config file into a flat dict of field names (seed names translated)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"--config: no such file {path}")
+    with path.open() as handle:
+        config = json.load(handle) if path.suffix == ".json" else yaml.safe_load(handle)
+    if not isinstance(config, dict):
+        raise ValueError(f"--config {path}: expected a mapping of flag names to values at the top level.")
+    return translate_seed_config(config)
+
+
+def parse_distill_args(
+    argv: list[str],
+) -> tuple[ModelArguments, DataArguments, DistillationArguments]:
+    """Parse ``argv`` (without the program name): an optional ``--config FILE`` whose values the other flags
+    override, seed flag names included. Raises ``ValueError`` on invalid combinations."""
+    argv = list(argv)
+    config: dict[str, Any] = {}
+    if "--config" in argv:
+        at = argv.index("--config")
+        if at + 1 >= len(argv):
+            raise ValueError("--config needs a file path.")
+        config = load_config_file(argv[at + 1])
+        del argv[at : at + 2]
+    parser = HfArgumentParser((ModelArguments, DataArguments, DistillationArguments))
+    known = {action.dest for action in parser._actions}
+    unknown = sorted(set(config) - known)
+    if unknown:
+        raise ValueError(f"--config: unknown keys {unknown}")
+    parser.set_defaults(**config)
+    model_args, data_args, training_args = parser.parse_args_into_dataclasses(
+        args=translate_seed_flags(argv), look_for_args_file=False
+    )
+    validate_arguments(model_args, data_args, training_args)
+    return model_args, data_args, training_args
+
+
+def _check_choice(flag: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"{flag} must be one of {', '.join(choices)}; got {value!r}.")

@@ -1,0 +1,145 @@
+"""Trainer callbacks: log file, seed-named student exports with best-model tracking, visualisations, epochs."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+from safetensors.torch import save_file
+from transformers import TrainerCallback
+from transformers.integrations import TensorBoardCallback
+
+from hf_distill.visualize import colorize_depth, make_grid
+
+if TYPE_CHECKING:
+    from hf_distill.training.trainer import DistillationTrainer
+
+logger = logging.getLogger(__name__)
+
+LOGGERS_MIRRORED = ("hf_distill", "transformers")
+
+
+def export_student(model: torch.nn.Module, path: Path) -> None:
+    """Write the student's weights (HF key layout, no projectors) to one flat safetensors file."""
+    student = model.student if hasattr(model, "student") else model
+    state = {k: v.detach().contiguous().cpu() for k, v in student.state_dict().items()}
+    save_file(state, str(path), metadata={"format": "pt"})
+
+
+class LogFileCallback(TrainerCallback):
+    """Mirror the console into ``output_dir/train.log``: library log records and every logged metrics dict."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._handler: logging.Handler | None = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if not state.is_world_process_zero:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._handler = logging.FileHandler(self.path)
+        self._handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        for name in LOGGERS_MIRRORED:
+            logging.getLogger(name).addHandler(self._handler)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if state.is_world_process_zero and logs:
+            with self.path.open("a") as handle:
+                handle.write(json.dumps({"step": state.global_step, **logs}) + "\n")
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self._handler is not None:
+            for name in LOGGERS_MIRRORED:
+                logging.getLogger(name).removeHandler(self._handler)
+            self._handler.close()
+            self._handler = None
+
+
+class StudentExportCallback(TrainerCallback):
+    """The seed's flat files beside the student folder: ``student_checkpoint_{step}.safetensors`` at every save,
+    ``student_best.safetensors`` whenever the evaluation metric improves, ``student_final.safetensors`` at the end."""
+
+    def __init__(self) -> None:
+        self.best: float | None = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.best = state.best_metric  # restored from trainer_state.json on resume
+
+    def on_save(self, args, state, control, model=None, **kwargs):
+        if state.is_world_process_zero:
+            export_student(model, Path(args.output_dir) / f"student_checkpoint_{state.global_step}.safetensors")
+
+    def on_evaluate(self, args, state, control, metrics=None, model=None, **kwargs):
+        name = args.metric_for_best_model or "abs_rel"
+        key = name if name.startswith("eval_") else f"eval_{name}"
+        value = (metrics or {}).get(key)
+        if value is None or not math.isfinite(value):
+            return
+        better = self.best is None or (value > self.best if args.greater_is_better else value < self.best)
+        if better:
+            self.best = value
+            if state.is_world_process_zero:
+                export_student(model, Path(args.output_dir) / "student_best.safetensors")
+                logger.info("New best %s = %.4f at step %d: wrote student_best.safetensors", key, value,
+                            state.global_step)
+
+    def on_train_end(self, args, state, control, model=None, **kwargs):
+        if state.is_world_process_zero:
+            export_student(model, Path(args.output_dir) / "student_final.safetensors")
+
+
+class VisualizationCallback(TrainerCallback):
+    """Every ``visualize_steps``: a PNG grid (global view | teacher | student, and a local patch | its teacher
+    prediction | the student's crop) in ``output_dir/visualizations/`` and in the active image trackers."""
+
+    def __init__(self, trainer: "DistillationTrainer") -> None:
+        self.trainer = trainer
+
+    def on_step_end(self, args, state, control, **kwargs):
+        sample, self.trainer.visual_sample = self.trainer.visual_sample, None
+        if sample is None or not state.is_world_process_zero:
+            return
+        grid = render_visualization(sample)
+        folder = Path(args.output_dir) / "visualizations"
+        folder.mkdir(parents=True, exist_ok=True)
+        grid.save(folder / f"step_{state.global_step:07d}.png")
+        for callback in self.trainer.callback_handler.callbacks:
+            if isinstance(callback, TensorBoardCallback) and callback.tb_writer is not None:
+                callback.tb_writer.add_image("visualization", np.asarray(grid), state.global_step,
+                                             dataformats="HWC")
+        if "trackio" in (args.report_to or []):
+            import trackio
+
+            trackio.log({"visualization": trackio.Image(grid)}, step=state.global_step)
+
+
+def render_visualization(sample: dict[str, torch.Tensor]):
+    """Grid of one training sample. ``sample`` holds (3, H, W) views in [0, 1] and (H, W) depth maps."""
+
+    def rgb(view: torch.Tensor) -> np.ndarray:
+        return (view.clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+
+    rows = [[rgb(sample["global_view"]), colorize_depth(sample["teacher"]), colorize_depth(sample["student"])]]
+    labels = [["global view", "teacher", "student"]]
+    if "patch_view" in sample:
+        rows.append([rgb(sample["patch_view"]), colorize_depth(sample["patch_teacher"]),
+                     colorize_depth(sample["patch_student"])])
+        labels.append(["local patch", "teacher on patch", "student crop"])
+    return make_grid(rows, labels=labels)
+
+
+class EpochSeedCallback(TrainerCallback):
+    """Tell the view dataset which epoch starts, so views are reproducible per (seed, epoch, index) whatever
+    sampler accelerate puts in front of it."""
+
+    def __init__(self, dataset) -> None:
+        self.dataset = dataset
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        if hasattr(self.dataset, "set_epoch"):
+            self.dataset.set_epoch(int(state.epoch or 0))

@@ -1,0 +1,141 @@
+"""Assemble and run a distillation job from its three argument dataclasses (what ``scripts/distill.py`` calls)."""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+
+import torch
+from transformers import AutoImageProcessor, set_seed
+from transformers.trainer_utils import get_last_checkpoint
+
+from hf_distill.data import ViewSampler, build_view_dataset, collate_views, load_training_source
+from hf_distill.data.sources import load_nyu
+from hf_distill.hub import push_student_to_hub
+from hf_distill.models import build_depth_model, default_image_processor, image_mean_std, load_depth_model
+from hf_distill.training.arguments import DataArguments, DistillationArguments, ModelArguments
+from hf_distill.training.student import StudentWithProjectors
+from hf_distill.training.trainer import DistillationTrainer
+
+logger = logging.getLogger(__name__)
+
+
+def resolve_teacher_dtype(name: str) -> torch.dtype:
+    """``auto`` is bfloat16 on a GPU that supports it and float32 elsewhere."""
+    if name == "auto":
+        return torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else torch.float32
+    return getattr(torch, name)
+
+
+def load_student_processor(student_arch: str):
+    """The student's image processor: its own when it is a local folder that has one, else Depth Anything's."""
+    folder = Path(student_arch)
+    if (folder / "preprocessor_config.json").is_file():
+        return AutoImageProcessor.from_pretrained(folder)
+    return default_image_processor()
+
+
+def build_datasets(data_args: DataArguments, args: DistillationArguments):
+    """Training views (map-style or streamed) and, when evaluation is on, views with ground truth."""
+    if data_args.dataset_dir is None:
+        raise ValueError("--dataset_dir is required (an NYU CSV folder, an image folder or webdataset shards).")
+    sampler = ViewSampler(
+        global_crop_size=data_args.global_crop_size,
+        local_crop_size=data_args.local_crop_size,
+        num_local_patches=data_args.num_local_patches,
+        min_region=data_args.min_region,
+        min_local_crop=data_args.min_local_crop,
+        seed=args.seed,
+    )
+    source = load_training_source(data_args.dataset_dir, format=data_args.dataset_format)
+    if isinstance(source, torch.utils.data.IterableDataset) or not hasattr(source, "__len__"):
+        if args.max_steps <= 0:
+            raise ValueError("Streamed data has no length: set --num_iterations (--max_steps).")
+        source = source.shuffle(seed=args.seed, buffer_size=data_args.shuffle_buffer_size)
+    train_dataset = build_view_dataset(source, sampler)
+
+    eval_dataset = None
+    if args.eval_strategy != "no":
+        if data_args.eval_dataset_dir is not None:
+            eval_source = load_training_source(data_args.eval_dataset_dir, format="auto")
+        elif data_args.dataset_format == "nyu" or (Path(data_args.dataset_dir) / "nyu2_test.csv").is_file():
+            eval_source = load_nyu(data_args.dataset_dir, split="test")
+        else:
+            raise ValueError("--eval_strategy needs data with ground-truth depth: set --eval_dataset_dir.")
+        if "depth" not in eval_source.column_names:
+            raise ValueError(f"--eval_dataset_dir {data_args.eval_dataset_dir}: the data has no ground-truth depth.")
+        if data_args.max_eval_samples is not None:
+            eval_source = eval_source.select(range(min(data_args.max_eval_samples, len(eval_source))))
+        eval_sampler = ViewSampler(
+            global_crop_size=data_args.global_crop_size,
+            local_crop_size=data_args.local_crop_size,
+            num_local_patches=0,
+            min_region=data_args.min_region,
+            seed=args.seed,
+        )
+        eval_dataset = build_view_dataset(eval_source, eval_sampler)
+    return train_dataset, eval_dataset
+
+
+def build_trainer(
+    model_args: ModelArguments, data_args: DataArguments, args: DistillationArguments
+) -> DistillationTrainer:
+    """Load teachers and student, build the views and return a ready ``DistillationTrainer``."""
+    set_seed(args.seed)
+    checkpoints = model_args.teacher_checkpoints or [None] * len(model_args.teacher_models)
+    teachers = [build_depth_model(name, ckpt) for name, ckpt in zip(model_args.teacher_models, checkpoints)]
+    student = load_depth_model(model_args.student_arch, init=model_args.student_init)
+    model = StudentWithProjectors(student, [t.config.backbone_config.hidden_size for t in teachers])
+
+    train_dataset, eval_dataset = build_datasets(data_args, args)
+    if args.warmup_epochs > 0:
+        if not hasattr(train_dataset, "__len__"):
+            raise ValueError("--warmup_epochs needs data with a length; use --warmup_steps with streamed data.")
+        batch = args.per_device_train_batch_size * args.world_size * args.gradient_accumulation_steps
+        args.warmup_steps = round(args.warmup_epochs * math.ceil(len(train_dataset) / batch))
+
+    return DistillationTrainer(
+        model=model,
+        teachers=teachers,
+        args=args,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        data_collator=collate_views,
+        processing_class=load_student_processor(model_args.student_arch),
+        teacher_names=list(model_args.teacher_models),
+        teacher_mean_std=[image_mean_std(name) for name in model_args.teacher_models],
+        student_mean_std=image_mean_std(model_args.student_arch),
+        teacher_probabilities=model_args.teacher_probabilities,
+        teacher_dtype=resolve_teacher_dtype(model_args.teacher_dtype),
+        card_info={
+            "base_model": model_args.student_arch if model_args.student_init != "random" else None,
+            "datasets": [data_args.dataset_dir],
+            "hyperparameters": {
+                "student_init": model_args.student_init,
+                "global_crop_size": data_args.global_crop_size,
+                "local_crop_size": data_args.local_crop_size,
+                "num_local_patches": data_args.num_local_patches,
+            },
+        },
+    )
+
+
+def run_distillation(
+    model_args: ModelArguments, data_args: DataArguments, args: DistillationArguments
+) -> DistillationTrainer:
+    """Train (resuming from the newest ``checkpoint-*`` in ``output_dir`` if there is one), then write the student
+    folder, its card and ``student_final.safetensors``; push when ``--push_to_hub`` is set."""
+    trainer = build_trainer(model_args, data_args, args)
+    resume = args.resume_from_checkpoint
+    if resume is None and Path(args.output_dir).is_dir():
+        resume = get_last_checkpoint(args.output_dir)
+        if resume is not None:
+            logger.warning("Resuming from %s", resume)
+    trainer.train(resume_from_checkpoint=resume)
+    trainer.save_model()
+    trainer.create_model_card()
+    if args.push_to_hub and trainer.is_world_process_zero():
+        push_student_to_hub(args.output_dir, args.hub_model_id or Path(args.output_dir).name,
+                            token=args.hub_token, private=args.hub_private_repo)
+    return trainer
