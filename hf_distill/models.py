@@ -1,0 +1,452 @@
+"""Depth Anything models: aliases, real and tiny structures, loading, freezing and encoder-token taps.
+
+Every model is a `transformers.DepthAnythingForDepthEstimation`: a DINOv2 backbone (`model.backbone`), a DPT neck
+(`model.neck`) and a depth head (`model.head`). Relative models predict disparity-like maps (B, H, W).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from pathlib import Path
+
+import torch
+from huggingface_hub import hf_hub_download
+from huggingface_hub.errors import HFValidationError
+from transformers import AutoConfig, DepthAnythingConfig, DepthAnythingForDepthEstimation, Dinov2Config
+from transformers.image_processing_utils import BaseImageProcessor
+from transformers.image_utils import PILImageResampling
+from transformers.utils import is_torchvision_available
+from transformers.utils import logging as hf_logging
+
+from hf_distill.convert import load_hf_state_dict
+
+logger = logging.getLogger(__name__)
+
+MODEL_ALIASES: dict[str, str] = {
+    "depthanything-small": "depth-anything/Depth-Anything-V2-Small-hf",
+    "depthanything-base": "depth-anything/Depth-Anything-V2-Base-hf",
+    "depthanything-large": "depth-anything/Depth-Anything-V2-Large-hf",
+    "depthanything-v1-small": "LiheYoung/depth-anything-small-hf",
+    "depthanything-v1-base": "LiheYoung/depth-anything-base-hf",
+    "depthanything-v1-large": "LiheYoung/depth-anything-large-hf",
+    "distill-any-depth-small": "xingyang1/Distill-Any-Depth-Small-hf",
+    "distill-any-depth-large": "xingyang1/Distill-Any-Depth-Large-hf",
+}
+
+INIT_MODES = ("pretrained", "backbone", "random")
+IMAGENET_MEAN = [0.485, 0.456, 0.406]
+IMAGENET_STD = [0.229, 0.224, 0.225]
+PATCH_SIZE = 14
+IMAGE_SIZE = 518
+
+
+class ModelNotFoundError(OSError):
+    """A model name that is neither an alias, an existing local folder, nor a Hub id that can be reached."""
+
+
+@dataclasses.dataclass(frozen=True)
+class _Structure:
+    """The numbers that define a Depth Anything architecture (out_indices count layers from 1)."""
+
+    hidden_size: int
+    num_attention_heads: int
+    num_hidden_layers: int
+    out_indices: tuple[int, ...]
+    neck_hidden_sizes: tuple[int, ...]
+    fusion_hidden_size: int
+    head_hidden_size: int = 32
+
+
+_V2_SMALL = _Structure(384, 6, 12, (3, 6, 9, 12), (48, 96, 192, 384), 64)
+_V2_BASE = _Structure(768, 12, 12, (3, 6, 9, 12), (96, 192, 384, 768), 128)
+_V2_LARGE = _Structure(1024, 16, 24, (5, 12, 18, 24), (256, 512, 1024, 1024), 256)
+
+# Depth Anything V1 reads the last four layers; V2 and Distill-Any-Depth spread them over the depth.
+_STRUCTURES: dict[str, _Structure] = {
+    "depthanything-small": _V2_SMALL,
+    "depthanything-base": _V2_BASE,
+    "depthanything-large": _V2_LARGE,
+    "depthanything-v1-small": dataclasses.replace(_V2_SMALL, out_indices=(9, 10, 11, 12)),
+    "depthanything-v1-base": dataclasses.replace(_V2_BASE, out_indices=(9, 10, 11, 12)),
+    "depthanything-v1-large": dataclasses.replace(_V2_LARGE, out_indices=(21, 22, 23, 24)),
+    "distill-any-depth-small": _V2_SMALL,
+    "distill-any-depth-large": _V2_LARGE,
+}
+
+_TINY_LIKE = {"small": _V2_SMALL, "base": _V2_BASE, "large": _V2_LARGE}
+# hidden, heads, layers, neck, fusion, head: the real ratios (neck vs hidden, large has more layers), scaled down.
+_TINY_DIMS = {
+    "small": (32, 2, 4, (4, 8, 16, 32), 16, 8),
+    "base": (48, 3, 4, (6, 12, 24, 48), 24, 8),
+    "large": (64, 4, 8, (16, 32, 64, 64), 24, 8),
+}
+
+
+def _aliases_text() -> str:
+    return ", ".join(MODEL_ALIASES)
+
+
+def _not_found_message(name: str, reason: str) -> str:
+    hub_id = resolve_model_name(name)
+    what = f"alias of '{hub_id}'" if hub_id != name else "neither a known alias nor an existing local folder"
+    return (
+        f"Cannot load depth model '{name}' ({what}): the Hugging Face Hub could not provide it ({reason}). "
+        f"Known aliases: {_aliases_text()}. To use local "
+        "weights, pass the path of a folder holding config.json and model.safetensors (written by save_pretrained "
+        "or scripts/convert_checkpoint.py); an original .pth/.safetensors checkpoint loads with "
+        "build_depth_model(arch, checkpoint) or converts with scripts/convert_checkpoint.py."
+    )
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def resolve_model_name(name_or_path: str) -> str:
+    """Alias -> Hub id (`MODEL_ALIASES`); a local folder or any other Hub id is returned unchanged."""
+    return MODEL_ALIASES.get(name_or_path, name_or_path)
+
+
+def _alias_of(name: str) -> str | None:
+    """The alias naming `name` itself or its Hub id, else None."""
+    if name in MODEL_ALIASES:
+        return name
+    return next((alias for alias, hub_id in MODEL_ALIASES.items() if hub_id == name), None)
+
+
+def _make_config(structure: _Structure, **config_kwargs) -> DepthAnythingConfig:
+    backbone_config = Dinov2Config(
+        hidden_size=structure.hidden_size,
+        num_attention_heads=structure.num_attention_heads,
+        num_hidden_layers=structure.num_hidden_layers,
+        mlp_ratio=4,
+        image_size=IMAGE_SIZE,
+        patch_size=PATCH_SIZE,
+        layerscale_value=1.0,
+        out_indices=list(structure.out_indices),
+        apply_layernorm=True,
+        reshape_hidden_states=False,
+    )
+    kwargs = {"depth_estimation_type": "relative", "max_depth": 1, **config_kwargs}
+    return DepthAnythingConfig(
+        backbone_config=backbone_config,
+        patch_size=PATCH_SIZE,
+        reassemble_hidden_size=structure.hidden_size,
+        reassemble_factors=[4, 2, 1, 0.5],
+        neck_hidden_sizes=list(structure.neck_hidden_sizes),
+        fusion_hidden_size=structure.fusion_hidden_size,
+        head_hidden_size=structure.head_hidden_size,
+        **kwargs,
+    )
+
+
+def depth_config(arch: str) -> DepthAnythingConfig:
+    """The real structure of an alias (or of its Hub id), built from constants without any download.
+
+    Raises ValueError listing the aliases for any other name.
+    """
+    alias = _alias_of(arch)
+    if alias is None:
+        raise ValueError(f"Unknown architecture '{arch}'. Known aliases: {_aliases_text()}.")
+    return _make_config(_STRUCTURES[alias])
+
+
+def _scaled_out_indices(real: _Structure, num_hidden_layers: int) -> tuple[int, ...]:
+    indices = tuple(round(index * num_hidden_layers / real.num_hidden_layers) for index in real.out_indices)
+    if any(a >= b for a, b in zip(indices, indices[1:])) or indices[0] < 1:
+        raise ValueError(
+            f"num_hidden_layers={num_hidden_layers} is too few to spread {len(indices)} out_indices; "
+            "use at least 4 layers or pass out_indices explicitly"
+        )
+    return indices
+
+
+def tiny_depth_config(like: str = "small", **overrides) -> DepthAnythingConfig:
+    """A few-hundred-thousand-parameter Depth Anything with the structure of the V2 `like` model, for tests.
+
+    Same stages as the real model: 4 out_indices, a 4-level neck (reassemble factors 4, 2, 1, 1/2), fusion and head;
+    patch 14 and image_size 518 (DINOv2 interpolates its position embeddings to any multiple of 14).
+    The out_indices keep the V2 pattern of `like` scaled to the tiny depth: index i of an L-layer real model becomes
+    round(i * layers / L). Small/base (12 layers, [3, 6, 9, 12]) -> 4 layers [1, 2, 3, 4]; large (24 layers,
+    [5, 12, 18, 24]) -> 8 layers [2, 4, 6, 8].
+    Defaults (about 174k / 343k / 710k parameters): small hidden 32 / 2 heads / 4 layers, neck [4, 8, 16, 32],
+    fusion 16; base hidden 48 / 3 heads / 4 layers, neck [6, 12, 24, 48], fusion 24; large hidden 64 / 4 heads /
+    8 layers, neck [16, 32, 64, 64], fusion 24; head_hidden_size 8.
+
+    `overrides` may set any of hidden_size, num_attention_heads, num_hidden_layers, out_indices,
+    neck_hidden_sizes, fusion_hidden_size, head_hidden_size (changing num_hidden_layers alone re-scales the
+    out_indices) and any other `DepthAnythingConfig` field (e.g. depth_estimation_type, max_depth).
+    """
+    if like not in _TINY_LIKE:
+        raise ValueError(f"like='{like}' is not one of {sorted(_TINY_LIKE)}")
+    structure_fields = {field.name for field in dataclasses.fields(_Structure)}
+    config_fields = {field.name for field in dataclasses.fields(DepthAnythingConfig)} - {
+        "backbone_config",
+        "reassemble_hidden_size",
+    }
+    unknown = sorted(set(overrides) - structure_fields - config_fields)
+    if unknown:
+        raise ValueError(f"tiny_depth_config got unknown overrides {unknown}")
+
+    hidden, heads, layers, neck, fusion, head = _TINY_DIMS[like]
+    structure_overrides = {key: value for key, value in overrides.items() if key in structure_fields}
+    layers = structure_overrides.get("num_hidden_layers", layers)
+    structure = _Structure(
+        hidden_size=hidden,
+        num_attention_heads=heads,
+        num_hidden_layers=layers,
+        out_indices=_scaled_out_indices(_TINY_LIKE[like], layers),
+        neck_hidden_sizes=neck,
+        fusion_hidden_size=fusion,
+        head_hidden_size=head,
+    )
+    structure = dataclasses.replace(structure, **structure_overrides)
+    config_kwargs = {key: value for key, value in overrides.items() if key not in structure_fields}
+    return _make_config(structure, **config_kwargs)
+
+
+def load_depth_config(name_or_path: str) -> DepthAnythingConfig:
+    """Architecture of an alias (offline, `depth_config`), a local folder or config.json, or a Hub id."""
+    if _alias_of(name_or_path) is not None:
+        return depth_config(name_or_path)
+    local = Path(name_or_path).exists()
+    try:
+        config = AutoConfig.from_pretrained(name_or_path)
+    except OSError as error:
+        if local:
+            raise
+        raise ModelNotFoundError(_not_found_message(name_or_path, _first_line(error))) from error
+    if not isinstance(config, DepthAnythingConfig):
+        raise ValueError(f"{name_or_path}: config is a '{config.model_type}' config, not 'depth_anything'")
+    return config
+
+
+def model_from_state_dict(
+    config: DepthAnythingConfig,
+    state_dict: dict[str, torch.Tensor],
+    *,
+    source: str,
+    dtype: torch.dtype | None = None,
+) -> DepthAnythingForDepthEstimation:
+    """Build the model of `config` holding exactly `state_dict` (HF layout, current or legacy key names).
+
+    Loading goes through `from_pretrained`, so legacy Hub key names are renamed as transformers does. Any
+    missing, unexpected or mis-shaped key raises ValueError naming `source`.
+    """
+    kwargs = {} if dtype is None else {"dtype": dtype}
+    # Mismatched shapes are collected in `info` rather than raised unnamed; transformers' load report is muted
+    # because the ValueError below says the same in one line.
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        model, info = DepthAnythingForDepthEstimation.from_pretrained(
+            None, config=config, state_dict=state_dict, output_loading_info=True, ignore_mismatched_sizes=True, **kwargs
+        )
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    problems = [
+        f"{kind.replace('_', ' ')}: {', '.join(sorted(map(str, keys))[:5])}"
+        + (f" (+{len(keys) - 5} more)" if len(keys) > 5 else "")
+        for kind, keys in info.items()
+        if kind in ("missing_keys", "unexpected_keys", "mismatched_keys") and keys
+    ]
+    if problems:
+        raise ValueError(f"{source}: weights do not fit the architecture (wrong arch?); " + "; ".join(problems))
+    return model
+
+
+# Bias of the head's last convolution in a freshly initialised decoder. The head ends in a ReLU and the
+# distillation losses are scale-invariant: with a zero bias about half the pixels start dead and the first
+# updates can push whole maps to zero, where no gradient flows any more. Positive outputs keep every pixel live.
+FRESH_HEAD_BIAS = 1.0
+
+
+def start_head_positive(model: DepthAnythingForDepthEstimation) -> DepthAnythingForDepthEstimation:
+    """Set the head's output bias to ``FRESH_HEAD_BIAS`` (for decoders that start from scratch)."""
+    with torch.no_grad():
+        model.head.conv3.bias.fill_(FRESH_HEAD_BIAS)
+    return model
+
+
+def reinitialize_decoder(model: DepthAnythingForDepthEstimation) -> DepthAnythingForDepthEstimation:
+    """Re-initialise neck and head in place with the model's own `_init_weights`; the backbone is untouched.
+
+    transformers marks loaded tensors `_is_hf_initialized` so that its init functions skip them; the marks are
+    cleared on the decoder first. The head then starts with positive outputs (see ``FRESH_HEAD_BIAS``).
+    """
+    for part in (model.neck, model.head):
+        for module in part.modules():
+            for tensor in [*module.parameters(recurse=False), *module.buffers(recurse=False)]:
+                tensor._is_hf_initialized = False
+            model._init_weights(module)
+    return start_head_positive(model)
+
+
+def _check_init(init: str) -> None:
+    if init not in INIT_MODES:
+        raise ValueError(f"init='{init}' is not one of {INIT_MODES}")
+
+
+def load_depth_model(
+    name_or_path: str, *, init: str = "pretrained", dtype: torch.dtype | None = None
+) -> DepthAnythingForDepthEstimation:
+    """Load a Depth Anything model from an alias, a Hub id or a local folder.
+
+    init="pretrained": all weights; "backbone": pretrained DINOv2 encoder, neck and head re-initialised;
+    "random": the architecture only (aliases need no download, folders need only config.json).
+    dtype None keeps transformers' default. An unknown name, or a Hub id that cannot be reached (e.g. with
+    HF_HUB_OFFLINE=1), raises ModelNotFoundError (an OSError) listing the aliases.
+    """
+    _check_init(init)
+    if init == "random":
+        model = start_head_positive(DepthAnythingForDepthEstimation(load_depth_config(name_or_path)))
+        return model if dtype is None else model.to(dtype)
+    resolved = resolve_model_name(name_or_path)
+    kwargs = {} if dtype is None else {"dtype": dtype}
+    try:
+        model = DepthAnythingForDepthEstimation.from_pretrained(resolved, **kwargs)
+    except OSError as error:
+        if Path(resolved).is_dir():
+            raise
+        raise ModelNotFoundError(_not_found_message(name_or_path, _first_line(error))) from error
+    return reinitialize_decoder(model) if init == "backbone" else model
+
+
+def load_weights_file(model: DepthAnythingForDepthEstimation, path: str | Path) -> DepthAnythingForDepthEstimation:
+    """Load a weights file (.safetensors or .pth; HF layout or original Depth Anything layout) into `model`.
+
+    Original layouts are converted with `hf_distill.convert`; every parameter must be covered.
+    """
+    state_dict, notes = load_hf_state_dict(path, model.config)
+    for note in notes:
+        logger.info("%s: %s", path, note)
+    loaded = model_from_state_dict(model.config, state_dict, source=str(path))
+    model.load_state_dict(loaded.state_dict())
+    return model
+
+
+def build_depth_model(
+    arch: str,
+    checkpoint: str | None = None,
+    *,
+    init: str = "pretrained",
+    dtype: torch.dtype | None = None,
+) -> DepthAnythingForDepthEstimation:
+    """The seed's `--teacher_models ARCH --teacher_checkpoints FILE`.
+
+    With a checkpoint: the structure of `arch` (alias, folder or config.json; no download for aliases) holding the
+    file's weights (any layout `load_weights_file` reads); init="backbone" then re-initialises neck and head.
+    Without: `load_depth_model(arch, init=init, dtype=dtype)`.
+    """
+    if checkpoint is None:
+        return load_depth_model(arch, init=init, dtype=dtype)
+    _check_init(init)
+    if init == "random":
+        raise ValueError(f"init='random' contradicts checkpoint='{checkpoint}': a checkpoint supplies the weights")
+    config = load_depth_config(arch)
+    state_dict, notes = load_hf_state_dict(checkpoint, config)
+    for note in notes:
+        logger.info("%s: %s", checkpoint, note)
+    model = model_from_state_dict(config, state_dict, source=str(checkpoint), dtype=dtype)
+    return reinitialize_decoder(model) if init == "backbone" else model
+
+
+def freeze_model(model: torch.nn.Module) -> torch.nn.Module:
+    """Eval mode and no gradients (a teacher). Returns the same model."""
+    model.eval()
+    model.requires_grad_(False)
+    return model
+
+
+def default_image_processor(size: int = IMAGE_SIZE) -> BaseImageProcessor:
+    """The Depth Anything processor: shorter-side-first resize towards size x size keeping the aspect ratio,
+    sides multiples of 14, bicubic, no padding, ImageNet mean/std. Saved as "DPTImageProcessor"."""
+    # Imported by name here: `transformers.DPTImageProcessor` needs torchvision and otherwise warns on access.
+    if is_torchvision_available():
+        from transformers import DPTImageProcessor as processor_class
+    else:
+        from transformers import DPTImageProcessorPil as processor_class
+    return processor_class(
+        do_resize=True,
+        size={"height": size, "width": size},
+        keep_aspect_ratio=True,
+        ensure_multiple_of=PATCH_SIZE,
+        resample=PILImageResampling.BICUBIC,
+        do_pad=False,
+        do_rescale=True,
+        do_normalize=True,
+        image_mean=IMAGENET_MEAN,
+        image_std=IMAGENET_STD,
+    )
+
+
+def image_mean_std(name_or_path: str) -> tuple[list[float], list[float]]:
+    """(mean, std) from the model's preprocessor_config.json when there is one (local folder, or Hub/cache),
+    else ImageNet's."""
+    resolved = resolve_model_name(name_or_path)
+    if Path(resolved).is_dir():
+        config_file = Path(resolved) / "preprocessor_config.json"
+        if not config_file.is_file():
+            return list(IMAGENET_MEAN), list(IMAGENET_STD)
+    else:
+        try:
+            config_file = Path(hf_hub_download(resolved, "preprocessor_config.json"))
+        except HFValidationError as error:
+            raise FileNotFoundError(f"{name_or_path}: no such folder, and not a valid Hub id") from error
+        except OSError:  # offline and not cached, missing repo or file
+            return list(IMAGENET_MEAN), list(IMAGENET_STD)
+    try:
+        settings = json.loads(config_file.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{config_file}: not valid JSON ({error})") from error
+    return list(settings.get("image_mean", IMAGENET_MEAN)), list(settings.get("image_std", IMAGENET_STD))
+
+
+class EncoderTokenTap:
+    """Captures the final-layer encoder patch tokens of a Depth Anything model during its normal forward.
+
+    A forward hook on `model.backbone` (Dinov2Backbone). In transformers 5.x the backbone returns `feature_maps`,
+    one (B, 1 + N, C) tensor per out_index (Depth Anything sets reshape_hidden_states=False), each after the
+    backbone layernorm (apply_layernorm=True) with the CLS token first. The tap keeps `feature_maps[-1][:, 1:]`:
+    tokens (B, N, C), N = (H / 14) * (W / 14), row-major over the patch grid. That is the final encoder layer
+    because the last out_index is the last layer in every V1/V2 structure; other configs are refused.
+    The tokens keep their autograd graph (a student's feature loss needs it).
+
+        with EncoderTokenTap(model) as tap:
+            out = model(pixel_values)
+            tokens = tap.tokens
+    """
+
+    def __init__(self, model: DepthAnythingForDepthEstimation) -> None:
+        backbone_config = model.config.backbone_config
+        last_index = backbone_config.out_indices[-1]
+        if last_index != backbone_config.num_hidden_layers:
+            raise ValueError(
+                f"EncoderTokenTap needs the last out_index to be the last encoder layer "
+                f"({backbone_config.num_hidden_layers}), got out_indices={list(backbone_config.out_indices)}"
+            )
+        self._tokens: torch.Tensor | None = None
+        self._handle = model.backbone.register_forward_hook(self._capture)
+
+    def _capture(self, module: torch.nn.Module, inputs: tuple, output) -> None:
+        self._tokens = output.feature_maps[-1][:, 1:]
+
+    @property
+    def tokens(self) -> torch.Tensor:
+        """Patch tokens (B, N, C) of the latest forward."""
+        if self._tokens is None:
+            raise RuntimeError("EncoderTokenTap has seen no forward pass yet")
+        return self._tokens
+
+    def remove(self) -> None:
+        """Detach the hook (done on leaving the `with` block)."""
+        self._handle.remove()
+
+    def __enter__(self) -> EncoderTokenTap:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.remove()
