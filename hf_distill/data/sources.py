@@ -1,0 +1,197 @@
+"""Training sources as Hugging Face `datasets`: NYU (DenseDepth CSV layout), image folders, webdataset shards.
+
+Every source has an `image` column of `datasets.Image(decode=False)` values ({"path", "bytes"}): the view
+pipeline decodes images itself (reduced-size JPEG decoding, skipping broken files). NYU sources add a
+`depth` column that reads as float32 metres (H, W) through a formatting transform, plus `depth_path`.
+"""
+
+from __future__ import annotations
+
+import glob
+from pathlib import Path
+
+import datasets
+import numpy as np
+from PIL import Image
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "SOURCE_FORMATS",
+    "load_nyu",
+    "load_images",
+    "load_webdataset",
+    "load_training_source",
+    "read_nyu_depth",
+]
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp")
+SOURCE_FORMATS = ("auto", "nyu", "images", "webdataset")
+_EIGHT_BIT_MODES = ("L", "LA", "RGB", "RGBA")
+_SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I")
+
+
+def read_nyu_depth(path: str | Path) -> np.ndarray:
+    """A DenseDepth NYU depth PNG as float32 metres (H, W); 0 stays 0 (invalid).
+
+    Units follow the file's bit depth, which is how the two splits differ: 8-bit (train) is
+    v / 255 * 10, 16-bit (test) is millimetres v / 1000. 3-channel PNGs use their first channel.
+    """
+    try:
+        with Image.open(path) as im:
+            mode = im.mode
+            values = np.asarray(im)
+    except (OSError, SyntaxError, EOFError) as err:
+        raise OSError(f"cannot read depth map {path}: {err}") from err
+    if values.ndim == 3:
+        values = values[..., 0]
+    if mode in _EIGHT_BIT_MODES:
+        return values.astype(np.float32) * np.float32(10.0 / 255.0)
+    if mode in _SIXTEEN_BIT_MODES:
+        return values.astype(np.float32) * np.float32(1.0 / 1000.0)
+    raise ValueError(f"depth map {path} has unsupported PNG mode {mode!r} (expected 8-bit or 16-bit grey)")
+
+
+def _decode_depth(batch: dict) -> dict:
+    """Formatting transform of NYU sources: depth file -> float32 metres, keeping its path for messages."""
+    paths = [d["path"] for d in batch["depth"]]
+    return {"image": batch["image"], "depth": [read_nyu_depth(p) for p in paths], "depth_path": paths}
+
+
+def _resolve(entry: str, dataset_dir: Path) -> Path | None:
+    """Locate a CSV path under dataset_dir as given, or without its leading `data/` (the real CSVs say
+    `data/nyu2_train/...` relative to the parent of the folder that holds the files)."""
+    rel = Path(entry)
+    if rel.is_absolute():
+        return rel if rel.is_file() else None
+    candidates = [dataset_dir / rel]
+    if len(rel.parts) > 1 and rel.parts[0] == "data":
+        candidates.append(dataset_dir / Path(*rel.parts[1:]))
+    return next((c for c in candidates if c.is_file()), None)
+
+
+def _read_pairs(csv_path: Path, dataset_dir: Path) -> tuple[list[str], list[str]]:
+    images, depths = [], []
+    for lineno, line in enumerate(csv_path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        fields = [f.strip() for f in line.split(",")]
+        if len(fields) != 2:
+            raise ValueError(f"{csv_path}, line {lineno}: expected 'rgb_path,depth_path', got {line!r}")
+        found = []
+        for entry in fields:
+            path = _resolve(entry, dataset_dir)
+            if path is None:
+                raise FileNotFoundError(
+                    f"{csv_path}, line {lineno}: {entry} not found under {dataset_dir} "
+                    "(also tried without a leading 'data/')"
+                )
+            found.append(str(path))
+        images.append(found[0])
+        depths.append(found[1])
+    if not images:
+        raise ValueError(f"{csv_path} lists no samples")
+    return images, depths
+
+
+def _existing_dir(path: str | Path) -> Path:
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"dataset directory {path} does not exist")
+    return path
+
+
+def load_nyu(dataset_dir: str | Path, split: str = "train") -> datasets.Dataset:
+    """NYU Depth V2 in the DenseDepth CSV layout (dataset_dir/nyu2_{split}.csv, lines `rgb_path,depth_path`).
+
+    Columns: `image` (undecoded), `depth` (reads as float32 metres (H, W), 0 = invalid), `depth_path`.
+    """
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    root = _existing_dir(dataset_dir)
+    csv_path = root / f"nyu2_{split}.csv"
+    if not csv_path.is_file():
+        raise FileNotFoundError(f"{csv_path} not found: {root} is not a DenseDepth NYU directory")
+    images, depths = _read_pairs(csv_path, root)
+    features = datasets.Features({"image": datasets.Image(decode=False), "depth": datasets.Image(decode=False)})
+    ds = datasets.Dataset.from_dict({"image": images, "depth": depths}, features=features)
+    ds.set_transform(_decode_depth)
+    return ds
+
+
+def load_images(path: str | Path) -> datasets.Dataset:
+    """Every .jpg/.jpeg/.png/.webp file under `path` (recursive, hidden entries ignored) as an `image` column."""
+    root = _existing_dir(path)
+    files = sorted(
+        str(p) for p in root.rglob("*")
+        if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
+        and not any(part.startswith(".") for part in p.relative_to(root).parts)
+    )
+    if not files:
+        raise ValueError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found under {root}")
+    features = datasets.Features({"image": datasets.Image(decode=False)})
+    return datasets.Dataset.from_dict({"image": files}, features=features)
+
+
+def _shard_files(pattern: str | Path) -> list[str]:
+    text = str(pattern)
+    if Path(text).is_dir():
+        files = sorted(str(p) for p in Path(text).glob("*.tar"))
+    elif any(c in text for c in "*?["):
+        files = sorted(glob.glob(text))
+    else:
+        files = [text] if Path(text).is_file() else []
+    if not files:
+        raise FileNotFoundError(f"no webdataset shards (.tar) found at {text}")
+    return files
+
+
+def load_webdataset(
+    pattern: str | Path, streaming: bool = True, *, shuffle_buffer: int = 1000, seed: int = 0
+) -> datasets.IterableDataset | datasets.Dataset:
+    """Webdataset tar shards (e.g. SA-1B `sa_*.tar` with `sa_N.jpg` + `sa_N.json`) as an `image` column.
+
+    `pattern`: a directory (its *.tar), a glob, or one shard. Other members (the json) are dropped right
+    after loading. Streaming datasets keep `__key__`/`__url__` for messages and are shuffled with a buffer
+    of `shuffle_buffer` examples over a seeded shard order (the same on every rank, as
+    `split_dataset_by_node` requires); `set_epoch` reshuffles. streaming=False builds an Arrow cache and
+    returns a map-style `datasets.Dataset`.
+    """
+    files = _shard_files(pattern)
+    ds = datasets.load_dataset("webdataset", data_files={"train": files}, split="train", streaming=streaming)
+    image_column = next((c for c in ("jpg", "jpeg", "png", "webp") if c in (ds.features or {})), None)
+    if image_column is None:
+        raise ValueError(f"no .jpg/.jpeg/.png/.webp members found in the shards at {pattern} (e.g. {files[0]})")
+    # Cast first: every later step would otherwise decode (and re-encode) each image with PIL.
+    ds = ds.cast_column(image_column, datasets.Image(decode=False)).select_columns(["__key__", "__url__", image_column])
+    if image_column != "image":
+        ds = ds.rename_column(image_column, "image")
+    if streaming and shuffle_buffer > 1:
+        ds = ds.shuffle(seed=seed, buffer_size=shuffle_buffer)
+    return ds
+
+
+def load_training_source(
+    dataset_dir: str | Path, format: str = "auto"
+) -> datasets.Dataset | datasets.IterableDataset:
+    """The training source at `dataset_dir`: "nyu" (nyu2_train.csv present), "webdataset" (*.tar shards,
+    streamed) or "images" (any image tree); "auto" detects them in that order. A glob of shards also works."""
+    if format not in SOURCE_FORMATS:
+        raise ValueError(f"format must be one of {SOURCE_FORMATS}, got {format!r}")
+    text = str(dataset_dir)
+    if format == "auto":
+        path = Path(text)
+        if any(c in text for c in "*?[") or (path.is_file() and path.suffix == ".tar"):
+            format = "webdataset"
+        else:
+            root = _existing_dir(path)
+            if (root / "nyu2_train.csv").is_file():
+                format = "nyu"
+            elif any(root.glob("*.tar")):
+                format = "webdataset"
+            else:
+                format = "images"
+    if format == "nyu":
+        return load_nyu(dataset_dir, "train")
+    if format == "webdataset":
+        return load_webdataset(dataset_dir)
+    return load_images(dataset_dir)
