@@ -305,6 +305,13 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     return translate_seed_config(config)
 
 
+class _RaisingParser(HfArgumentParser):
+    """Argument errors become a ``ValueError`` (one line for the CLI) instead of a usage dump and ``sys.exit``."""
+
+    def error(self, message: str):
+        raise ValueError(message)
+
+
 def parse_distill_args(
     argv: list[str],
 ) -> tuple[ModelArguments, DataArguments, DistillationArguments]:
@@ -318,7 +325,7 @@ def parse_distill_args(
             raise ValueError("--config needs a file path.")
         config = load_config_file(argv[at + 1])
         del argv[at : at + 2]
-    parser = HfArgumentParser((ModelArguments, DataArguments, DistillationArguments))
+    parser = _RaisingParser((ModelArguments, DataArguments, DistillationArguments))
     known = {action.dest for action in parser._actions}
     unknown = sorted(set(config) - known)
     if unknown:

@@ -12,7 +12,6 @@ from transformers.trainer_utils import get_last_checkpoint
 
 from hf_distill.data import ViewSampler, build_view_dataset, collate_views, load_training_source
 from hf_distill.data.sources import load_nyu
-from hf_distill.hub import push_student_to_hub
 from hf_distill.models import build_depth_model, default_image_processor, image_mean_std, load_depth_model
 from hf_distill.training.arguments import DataArguments, DistillationArguments, ModelArguments
 from hf_distill.training.student import StudentWithProjectors
@@ -26,6 +25,11 @@ def resolve_teacher_dtype(name: str) -> torch.dtype:
     if name == "auto":
         return torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else torch.float32
     return getattr(torch, name)
+
+
+def model_display_name(name_or_path: str) -> str:
+    """An alias or Hub id as given; a local folder by its own name (logs and model cards)."""
+    return Path(name_or_path).name if Path(name_or_path).is_dir() else name_or_path
 
 
 def load_student_processor(student_arch: str):
@@ -103,7 +107,7 @@ def build_trainer(
         eval_dataset=eval_dataset,
         data_collator=collate_views,
         processing_class=load_student_processor(model_args.student_arch),
-        teacher_names=list(model_args.teacher_models),
+        teacher_names=[model_display_name(name) for name in model_args.teacher_models],
         teacher_mean_std=[image_mean_std(name) for name in model_args.teacher_models],
         student_mean_std=image_mean_std(model_args.student_arch),
         teacher_probabilities=model_args.teacher_probabilities,
@@ -121,21 +125,27 @@ def build_trainer(
     )
 
 
+def train_student(trainer: DistillationTrainer, resume_from_checkpoint: str | None = None) -> None:
+    """Train, then write the student folder, its card and ``student_final.safetensors``; push when
+    ``--push_to_hub`` is set."""
+    trainer.train(resume_from_checkpoint=resume_from_checkpoint)
+    if trainer.args.push_to_hub:
+        trainer.push_to_hub()  # saves the student folder and card, then uploads them
+    else:
+        trainer.save_model()
+        trainer.create_model_card()
+
+
 def run_distillation(
     model_args: ModelArguments, data_args: DataArguments, args: DistillationArguments
 ) -> DistillationTrainer:
-    """Train (resuming from the newest ``checkpoint-*`` in ``output_dir`` if there is one), then write the student
-    folder, its card and ``student_final.safetensors``; push when ``--push_to_hub`` is set."""
+    """Build the trainer and train, resuming from the newest ``checkpoint-*`` in ``output_dir`` if there is one
+    (so a killed run continues when the same command is run again)."""
     trainer = build_trainer(model_args, data_args, args)
     resume = args.resume_from_checkpoint
     if resume is None and Path(args.output_dir).is_dir():
         resume = get_last_checkpoint(args.output_dir)
         if resume is not None:
             logger.warning("Resuming from %s", resume)
-    trainer.train(resume_from_checkpoint=resume)
-    trainer.save_model()
-    trainer.create_model_card()
-    if args.push_to_hub and trainer.is_world_process_zero():
-        push_student_to_hub(args.output_dir, args.hub_model_id or Path(args.output_dir).name,
-                            token=args.hub_token, private=args.hub_private_repo)
+    train_student(trainer, resume)
     return trainer

@@ -17,7 +17,7 @@ from transformers import DepthAnythingForDepthEstimation, Trainer
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from hf_distill.evaluation.metrics import batch_depth_metrics
-from hf_distill.hub import build_model_card
+from hf_distill.hub import build_model_card, push_student_to_hub
 from hf_distill.losses import DistillationLoss, crop_boxes
 from hf_distill.models import EncoderTokenTap
 from hf_distill.training.arguments import DistillationArguments
@@ -130,15 +130,17 @@ class DistillationTrainer(Trainer):
         def forward(pixels: torch.Tensor) -> torch.Tensor:
             return teacher(pixel_values=((pixels - mean) / std).to(dtype)).predicted_depth.float()
 
-        with EncoderTokenTap(self.accelerator.unwrap_model(teacher)) if want_tokens else contextlib.nullcontext() as tap:
-            if num_patches and local_views.shape[-1] == global_view.shape[-1]:
-                depth = forward(torch.cat([global_view, local_views.flatten(0, 1)]))
-                teacher_global, teacher_patches = depth[:batch], depth[batch:].unflatten(0, (batch, num_patches))
-            else:
-                teacher_global = forward(global_view)
-                teacher_patches = forward(local_views.flatten(0, 1)).unflatten(0, (batch, num_patches)) \
-                    if num_patches else None
+        patches = local_views.flatten(0, 1) if num_patches else None
+        batched = patches is not None and patches.shape[-1] == global_view.shape[-1]
+        tap = EncoderTokenTap(self.accelerator.unwrap_model(teacher)) if want_tokens else contextlib.nullcontext()
+        with tap:
+            depth = forward(torch.cat([global_view, patches]) if batched else global_view)
         tokens = tap.tokens[:batch].float() if want_tokens else None
+        teacher_global = depth[:batch]
+        if patches is None:
+            teacher_patches = None
+        else:
+            teacher_patches = (depth[batch:] if batched else forward(patches)).unflatten(0, (batch, num_patches))
         return teacher_global, teacher_patches, tokens
 
     # ---- loss ---------------------------------------------------------------------------------------------
@@ -183,7 +185,8 @@ class DistillationTrainer(Trainer):
 
     def _visualization_due(self) -> bool:
         steps = self.args.visualize_steps
-        return bool(steps) and self.state.global_step % steps == 0 and self.visual_sample is None \
+        # global_step counts finished steps: this batch belongs to step global_step + 1.
+        return bool(steps) and (self.state.global_step + 1) % steps == 0 and self.visual_sample is None \
             and self.is_world_process_zero()
 
     def _stash_visual(self, inputs, teacher_global, student_global, teacher_patches) -> None:
@@ -287,12 +290,13 @@ class DistillationTrainer(Trainer):
                 save_file({k: v.contiguous() for k, v in projectors.items()}, str(folder / PROJECTORS_NAME))
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
+        """Restore student and projectors; ``from_pretrained`` maps the on-disk key names onto the module's."""
         module = self.accelerator.unwrap_model(model or self.model)
         folder = Path(resume_from_checkpoint)
-        weights = folder / "model.safetensors"
-        if not weights.is_file():
+        if not (folder / "model.safetensors").is_file():
             raise ValueError(f"Can't resume from {folder}: no model.safetensors in it.")
-        module.student.load_state_dict(load_file(str(weights)), strict=True)
+        saved = type(module.student).from_pretrained(folder, dtype=next(module.student.parameters()).dtype)
+        module.student.load_state_dict(saved.state_dict(), strict=True)
         if (folder / PROJECTORS_NAME).is_file():
             module.projectors.load_state_dict(load_file(str(folder / PROJECTORS_NAME)), strict=True)
         elif module.projectors.state_dict():
@@ -320,6 +324,17 @@ class DistillationTrainer(Trainer):
             eval_results=self.card_info.get("eval_results"),
         )
         card.save(os.path.join(args.output_dir, "README.md"))
+
+
+    def push_to_hub(self, commit_message: str | None = "End of training", **kwargs) -> str | None:
+        """Upload the student folder and its card (not checkpoints, exports or visualisations)."""
+        self.save_model()
+        self.create_model_card()
+        if not self.is_world_process_zero():
+            return None
+        repo_id = self.args.hub_model_id or Path(self.args.output_dir).name
+        return push_student_to_hub(self.args.output_dir, repo_id, token=self.args.hub_token,
+                                   private=self.args.hub_private_repo, commit_message=commit_message)
 
 
 def _mean_std_tensors(mean: list[float], std: list[float]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,0 +1,249 @@
+"""DistillationTrainer, its arguments and scripts/distill.py on tiny models and generated images."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import DepthAnythingForDepthEstimation, TrainerCallback, pipeline
+
+from hf_distill.data import collate_views
+from hf_distill.data.synthetic import write_image_folder
+from hf_distill.losses import (
+    distillation_loss,
+    feature_alignment_loss,
+    gradient_matching_loss,
+    local_global_loss,
+)
+from hf_distill.models import EncoderTokenTap, default_image_processor, tiny_depth_config
+from hf_distill.training.arguments import parse_distill_args
+from hf_distill.training.run import build_trainer, run_distillation
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory) -> dict[str, Path]:
+    """Two tiny teachers (large-like and base-like), a small-like student folder, 8 generated images."""
+    root = tmp_path_factory.mktemp("assets")
+    torch.manual_seed(0)
+    for name, like in (("teacher_large", "large"), ("teacher_base", "base"), ("student", "small")):
+        DepthAnythingForDepthEstimation(tiny_depth_config(like)).save_pretrained(root / name)
+        default_image_processor(size=56).save_pretrained(root / name)
+    data = write_image_folder(root / "images", num_images=8, size=(96, 128), seed=3)
+    return {"root": root, "data": data, **{n: root / n for n in ("teacher_large", "teacher_base", "student")}}
+
+
+def tiny_argv(assets, output_dir, *extra: str) -> list[str]:
+    return [
+        "--teacher_models", str(assets["teacher_large"]), "--student_arch", str(assets["student"]),
+        "--student_init", "random", "--dataset_dir", str(assets["data"]), "--output_dir", str(output_dir),
+        "--global_crop_size", "56", "--local_crop_size", "42", "--min_region", "80", "--num_local_patches", "2",
+        "--batch_size", "2", "--num_iterations", "4", "--checkpoint_interval", "2", "--logging_steps", "2",
+        "--visualize_steps", "2", "--use_cpu", "--report_to", "none", "--seed", "0", *extra,
+    ]
+
+
+def first_batch(trainer) -> dict[str, torch.Tensor]:
+    return collate_views([trainer.train_dataset[i] for i in range(2)])
+
+
+# ---- arguments -------------------------------------------------------------------------------------------
+
+
+def test_seed_flags_map_onto_hf_fields(tmp_path):
+    model_args, data_args, args = parse_distill_args([
+        "--batch_size", "8", "--lr", "1e-4", "--num_iterations", "20", "--num_epochs", "30",
+        "--checkpoint_interval", "5", "--use_nyu_dataset", "--warmup_epochs", "2", "--weight_decay", "1e-5",
+        "--num_segments", "8", "--min_local_crop", "96", "--teacher_models", "a", "b",
+        "--teacher_checkpoints", "a.pth", "b.safetensors", "--student_arch", "depthanything-small",
+        "--dataset_dir", "data/nyu", "--normalization", "local", "--lambda_lg", "0.3", "--lambda_feat", "0.7",
+        "--lambda_grad", "0.2", "--global_crop_size", "392", "--local_crop_size", "280",
+        "--output_dir", str(tmp_path),
+    ])
+    assert args.per_device_train_batch_size == 8 and args.learning_rate == 1e-4
+    assert args.max_steps == 20 and args.num_train_epochs == 30 and args.save_steps == 5
+    assert data_args.dataset_format == "nyu" and args.warmup_epochs == 2 and args.weight_decay == 1e-5
+    assert args.hdn_levels == 4  # 8 segments at the finest level: levels of 1, 2, 4, 8
+    assert data_args.min_local_crop == 96 and data_args.global_crop_size == 392 and data_args.local_crop_size == 280
+    assert model_args.teacher_models == ["a", "b"] and model_args.teacher_checkpoints == ["a.pth", "b.safetensors"]
+    assert model_args.student_arch == "depthanything-small" and data_args.dataset_dir == "data/nyu"
+    assert (args.normalization, args.lambda_lg, args.lambda_feat, args.lambda_grad) == ("local", 0.3, 0.7, 0.2)
+
+
+def test_config_file_values_are_overridden_by_flags(tmp_path):
+    config = tmp_path / "recipe.yaml"
+    config.write_text("batch_size: 4\nlambda_grad: 0.5\nnum_segments: 4\noutput_dir: %s\n" % tmp_path)
+    _, _, args = parse_distill_args(["--config", str(config), "--lambda_grad", "0.25"])
+    assert args.per_device_train_batch_size == 4 and args.lambda_grad == 0.25 and args.hdn_levels == 3
+
+
+@pytest.mark.parametrize(
+    "argv, flag",
+    [
+        (["--normalization", "median"], "--normalization"),
+        (["--teacher_models", "a", "b", "--normalization", "none"], "--normalization none"),
+        (["--global_crop_size", "500"], "--global_crop_size"),
+        (["--local_crop_size", "100"], "--local_crop_size"),
+        (["--teacher_models", "a", "b", "--teacher_checkpoints", "x"], "--teacher_checkpoints"),
+        (["--teacher_models", "a", "b", "--teacher_sampling_weights", "1"], "--teacher_sampling_weights"),
+        (["--num_segments", "3"], "--num_segments"),
+        (["--lambda_sc", "-1"], "--lambda_sc"),
+    ],
+)
+def test_invalid_combinations_name_the_flag(argv, flag, tmp_path):
+    with pytest.raises(ValueError, match=flag):
+        parse_distill_args([*argv, "--output_dir", str(tmp_path)])
+
+
+def test_distill_script_reports_bad_arguments_in_one_line(tmp_path):
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "scripts/distill.py"), "--global_crop_size", "500", "--output_dir", str(tmp_path)],
+        capture_output=True, text=True,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith("distill.py: error: --global_crop_size")
+    assert "Traceback" not in result.stderr
+
+
+# ---- the loss of one step ----------------------------------------------------------------------------------
+
+
+def test_compute_loss_is_the_weighted_sum_of_the_terms(assets, tmp_path):
+    trainer = build_trainer(*parse_distill_args(tiny_argv(
+        assets, tmp_path, "--lambda_sc", "1.0", "--lambda_lg", "0.5", "--lambda_feat", "0.7", "--lambda_grad", "2.0",
+        "--lambda_hdn", "0.8", "--normalization", "global")))
+    batch = first_batch(trainer)
+    total = trainer.compute_loss(trainer.model, batch)
+
+    teacher = DepthAnythingForDepthEstimation.from_pretrained(assets["teacher_large"]).eval()
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    with torch.no_grad(), EncoderTokenTap(teacher) as tap:
+        teacher_global = teacher(pixel_values=(batch["global_view"] - mean) / std).predicted_depth
+    teacher_tokens = tap.tokens
+    with torch.no_grad():
+        patches = batch["local_views"].flatten(0, 1)
+        teacher_patches = teacher(pixel_values=(patches - mean) / std).predicted_depth.unflatten(0, (2, 2))
+    module = trainer.model
+    with EncoderTokenTap(module.student) as tap:
+        student_global = module.student(pixel_values=(batch["global_view"] - mean) / std).predicted_depth
+    student_tokens = module.projectors[0](tap.tokens)
+
+    expected = (
+        1.0 * distillation_loss(student_global, teacher_global, normalization="global")
+        + 0.5 * local_global_loss(student_global, teacher_patches, batch["global_boxes"], normalization="global")
+        + 0.7 * feature_alignment_loss(student_tokens, teacher_tokens, None, margin=0.85)
+        + 2.0 * gradient_matching_loss(student_global, teacher_global)
+        + 0.8 * distillation_loss(student_global, teacher_global, normalization="hybrid", hdn_variant="dr",
+                                  hdn_levels=3)
+    )
+    torch.testing.assert_close(total, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_a_few_steps_reduce_the_loss_on_a_fixed_batch(assets, tmp_path):
+    trainer = build_trainer(*parse_distill_args(tiny_argv(assets, tmp_path, "--lambda_feat", "0")))
+    batch = first_batch(trainer)
+    optimizer = torch.optim.Adam(trainer.model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(25):
+        loss = trainer.compute_loss(trainer.model, batch)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.7 * losses[0], losses
+
+
+def test_teacher_draws_follow_the_sampling_weights(assets, tmp_path):
+    trainer = build_trainer(*parse_distill_args(tiny_argv(
+        assets, tmp_path, "--teacher_models", str(assets["teacher_large"]), str(assets["teacher_base"]),
+        "--teacher_sampling_weights", "7", "3")))
+    draws = []
+    for step in range(2000):
+        trainer.state.global_step = step
+        draws.append(trainer._draw_teacher())
+    assert abs(sum(d == 0 for d in draws) / len(draws) - 0.7) < 0.04
+    trainer.state.global_step = 17
+    assert trainer._draw_teacher() == draws[17]  # reproducible per step (resume, all ranks)
+
+
+def test_bf16_autocast_on_cpu_runs(assets, tmp_path):
+    trainer = run_distillation(*parse_distill_args(tiny_argv(assets, tmp_path, "--bf16", "--num_iterations", "2")))
+    assert trainer.state.global_step == 2
+    assert torch.isfinite(torch.tensor(trainer.state.log_history[-1]["train_loss"]))
+
+
+# ---- outputs and resume -----------------------------------------------------------------------------------
+
+
+def test_output_dir_holds_only_the_student_and_loads_with_pipeline(assets, tmp_path):
+    out = tmp_path / "run"
+    run_distillation(*parse_distill_args(tiny_argv(assets, out)))
+    student_keys = set(DepthAnythingForDepthEstimation(tiny_depth_config("small")).state_dict())
+
+    for flat in ("student_checkpoint_2.safetensors", "student_checkpoint_4.safetensors", "student_final.safetensors"):
+        assert set(load_file(out / flat)) == student_keys, flat
+    model, info = DepthAnythingForDepthEstimation.from_pretrained(out, output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"]
+    torch.testing.assert_close(model.state_dict(), load_file(out / "student_final.safetensors"))
+    assert (out / "checkpoint-4" / "projectors.safetensors").is_file()
+    assert not any("projector" in name for name in (out / "model.safetensors").read_bytes()[:20000].decode(
+        "latin-1").split('"'))
+
+    depth = pipeline("depth-estimation", model=str(out), device="cpu")(str(next(assets["data"].rglob("*.jpg"))))
+    assert depth["predicted_depth"].ndim == 2
+    card = (out / "README.md").read_text()
+    assert "pipeline_tag: depth-estimation" in card and "teacher_large" in card
+    assert sorted(p.name for p in (out / "visualizations").iterdir()) == ["step_0000002.png", "step_0000004.png"]
+    logged = [json.loads(line) for line in (out / "train.log").read_text().splitlines() if line.startswith("{")]
+    assert {"loss_sc", "loss_lg", "loss_feat", "loss_grad", "samples_per_second"} <= set(logged[0])
+
+
+class StopAfter(TrainerCallback):
+    """Simulates a run killed right after the checkpoint of ``step``."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            raise KeyboardInterrupt
+
+
+def test_killed_run_resumes_to_the_same_weights(assets, tmp_path):
+    extra = ("--num_iterations", "6", "--lambda_feat", "1.0")
+    reference = run_distillation(*parse_distill_args(tiny_argv(assets, tmp_path / "straight", *extra)))
+
+    killed = build_trainer(*parse_distill_args(tiny_argv(assets, tmp_path / "killed", *extra)))
+    killed.add_callback(StopAfter(4))
+    with pytest.raises(KeyboardInterrupt):
+        killed.train()
+    resumed = run_distillation(*parse_distill_args(tiny_argv(assets, tmp_path / "killed", *extra)))
+    assert resumed.state.global_step == 6
+    torch.testing.assert_close(resumed.model.state_dict(), reference.model.state_dict(), rtol=0, atol=0)
+
+
+# ---- distributed -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("variant", ["one_teacher", "two_teachers_activation_checkpointing"])
+def test_two_process_ddp_run_completes(assets, tmp_path, variant):
+    extra = []
+    if variant != "one_teacher":
+        extra = ["--teacher_models", str(assets["teacher_large"]), str(assets["teacher_base"]),
+                 "--activation_checkpointing"]
+    out = tmp_path / "ddp"
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2",
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+               str(ROOT / "scripts/distill.py"), *tiny_argv(assets, out, "--num_iterations", "3", *extra)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    state = json.loads((out / "checkpoint-3" / "trainer_state.json").read_text())
+    assert state["global_step"] == 3
+    assert (out / "student_final.safetensors").is_file()
