@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 from transformers import DepthAnythingForDepthEstimation, TrainerCallback, pipeline
 
 from hf_distill.data import collate_views
-from hf_distill.data.synthetic import write_image_folder
+from hf_distill.data.synthetic import write_image_folder, write_nyu_csv_layout, write_webdataset_shards
 from hf_distill.losses import (
     distillation_loss,
     feature_alignment_loss,
@@ -36,7 +36,8 @@ def assets(tmp_path_factory) -> dict[str, Path]:
         DepthAnythingForDepthEstimation(tiny_depth_config(like)).save_pretrained(root / name)
         default_image_processor(size=56).save_pretrained(root / name)
     data = write_image_folder(root / "images", num_images=8, size=(96, 128), seed=3)
-    return {"root": root, "data": data, **{n: root / n for n in ("teacher_large", "teacher_base", "student")}}
+    write_webdataset_shards(root / "shards", num_shards=2, per_shard=4, size=(96, 128), seed=4)
+    return {"root": root, "data": data, "shards": root / "shards", **{n: root / n for n in ("teacher_large", "teacher_base", "student")}}
 
 
 def tiny_argv(assets, output_dir, *extra: str) -> list[str]:
@@ -205,6 +206,24 @@ def test_output_dir_holds_only_the_student_and_loads_with_pipeline(assets, tmp_p
     assert {"loss_sc", "loss_lg", "loss_feat", "loss_grad", "samples_per_second"} <= set(logged[0])
 
 
+def test_evaluation_on_nyu_ground_truth_tracks_the_best_student(assets, tmp_path):
+    nyu = write_nyu_csv_layout(tmp_path / "nyu", num_train=4, num_test=3, size=(96, 128), seed=5)
+    out = tmp_path / "run"
+    trainer = run_distillation(*parse_distill_args(tiny_argv(
+        assets, out, "--dataset_dir", str(nyu), "--use_nyu_dataset", "--eval_strategy", "steps",
+        "--eval_steps", "2", "--per_device_eval_batch_size", "2")))
+    evaluations = [log for log in trainer.state.log_history if "eval_abs_rel" in log]
+    assert [log["step"] for log in evaluations] == [2, 4]
+    for log in evaluations:
+        assert log["eval_num_samples"] == 3
+        assert 0 < log["eval_abs_rel"] < 10 and 0 <= log["eval_delta1"] <= 1
+    best = min(evaluations, key=lambda log: log["eval_abs_rel"])
+    assert (out / "student_best.safetensors").is_file()
+    # student_best holds the weights of the best evaluated step, exported at the same time as its checkpoint
+    torch.testing.assert_close(load_file(out / "student_best.safetensors"),
+                               load_file(out / f"student_checkpoint_{best['step']}.safetensors"))
+
+
 class StopAfter(TrainerCallback):
     """Simulates a run killed right after the checkpoint of ``step``."""
 
@@ -232,14 +251,19 @@ def test_killed_run_resumes_to_the_same_weights(assets, tmp_path):
 # ---- distributed -----------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("variant", ["one_teacher", "two_teachers_activation_checkpointing"])
+@pytest.mark.parametrize("variant", ["one_teacher", "two_teachers_activation_checkpointing", "streamed_shards"])
 def test_two_process_ddp_run_completes(assets, tmp_path, variant):
-    extra = []
-    if variant != "one_teacher":
-        extra = ["--teacher_models", str(assets["teacher_large"]), str(assets["teacher_base"]),
-                 "--activation_checkpointing"]
+    extra = {
+        "one_teacher": [],
+        "two_teachers_activation_checkpointing": [
+            "--teacher_models", str(assets["teacher_large"]), str(assets["teacher_base"]), "--activation_checkpointing"],
+        # each rank streams its own shard (the trainer keeps accelerate from dispatching or re-sharding)
+        "streamed_shards": ["--dataset_dir", str(assets["shards"]), "--dataset_format", "webdataset"],
+    }[variant]
     out = tmp_path / "ddp"
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2",
+    # `accelerate launch --cpu` always starts a single process; the multi-process launcher (torchrun) with the
+    # trainer's --use_cpu gives real DDP over gloo.
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
                str(ROOT / "scripts/distill.py"), *tiny_argv(assets, out, "--num_iterations", "3", *extra)]
     result = subprocess.run(command, capture_output=True, text=True, timeout=600)
@@ -247,3 +271,4 @@ def test_two_process_ddp_run_completes(assets, tmp_path, variant):
     state = json.loads((out / "checkpoint-3" / "trainer_state.json").read_text())
     assert state["global_step"] == 3
     assert (out / "student_final.safetensors").is_file()
+    assert "| `world_size` | `2` |" in (out / "README.md").read_text()

@@ -103,6 +103,22 @@ class DistillationTrainer(Trainer):
         self.add_callback(VisualizationCallback(self))
         self.add_callback(EpochSeedCallback(self.train_dataset))
 
+    def get_train_dataloader(self) -> torch.utils.data.DataLoader:
+        """Streamed views split themselves by rank and worker (``IterableViewDataset``): accelerate must neither
+        dispatch them from rank 0 nor re-shard them, so their loader is built here. Map-style data goes through
+        the Trainer (distributed sampler, seeded shuffling, resumable skipping)."""
+        if not isinstance(self.train_dataset, torch.utils.data.IterableDataset):
+            return super().get_train_dataloader()
+        return torch.utils.data.DataLoader(
+            self.train_dataset,
+            batch_size=self._train_batch_size,
+            collate_fn=self.data_collator,
+            num_workers=self.args.dataloader_num_workers,
+            pin_memory=self.args.dataloader_pin_memory,
+            persistent_workers=self.args.dataloader_persistent_workers and self.args.dataloader_num_workers > 0,
+            drop_last=True,
+        )
+
     # ---- teachers -----------------------------------------------------------------------------------------
 
     def _prepare_teacher(self, teacher: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
@@ -241,7 +257,7 @@ class DistillationTrainer(Trainer):
         was_training = student.training
         student.eval()
         sums: dict[str, torch.Tensor] = {}
-        count = torch.zeros((), device=self.args.device, dtype=torch.float64)
+        counts: dict[str, torch.Tensor] = {}
         start = time.perf_counter()
         for batch in dataloader:
             batch = self._prepare_inputs(batch)
@@ -254,11 +270,12 @@ class DistillationTrainer(Trainer):
             )
             for name, values in per_image.items():
                 values = self.accelerator.gather_for_metrics(values.double())
-                sums[name] = sums.get(name, 0) + values.sum()
-            count += self.accelerator.gather_for_metrics(torch.ones_like(pred[:, 0, 0], dtype=torch.float64)).sum()
+                finite = torch.isfinite(values)  # an image without valid ground truth has NaN metrics
+                sums[name] = sums.get(name, 0) + torch.where(finite, values, 0).sum()
+                counts[name] = counts.get(name, 0) + finite.sum()
         student.train(was_training)
-        metrics = {f"{metric_key_prefix}_{k}": (v / count.clamp(min=1)).item() for k, v in sums.items()}
-        metrics[f"{metric_key_prefix}_num_samples"] = int(count.item())
+        metrics = {f"{metric_key_prefix}_{k}": (v / counts[k].clamp(min=1)).item() for k, v in sums.items()}
+        metrics[f"{metric_key_prefix}_num_samples"] = int(counts["abs_rel"].item()) if counts else 0
         metrics[f"{metric_key_prefix}_runtime"] = time.perf_counter() - start
         self.log(metrics)
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics=metrics)

@@ -1,0 +1,128 @@
+"""Model cards (licence rule, model-index, updates) and the Hub upload, without network."""
+
+import warnings
+
+import pytest
+from huggingface_hub import ModelCard
+
+from hf_distill import hub
+from hf_distill.hub import build_model_card, push_student_to_hub, update_model_card
+
+NYU = {"abs_rel": 0.05, "delta1": 0.97, "rmse": 0.2, "num_samples": 654}
+
+
+def _index(card: ModelCard) -> dict:
+    return {(e.dataset_type, e.metric_type): e.metric_value for e in card.data.eval_results or []}
+
+
+def test_card_metadata_usage_and_citation(tmp_path):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # apache-2.0 sources: no licence warning
+        card = build_model_card(
+            model_name="me/student-small",
+            base_model="depthanything-small",
+            teachers=["depthanything-v1-large"],
+            datasets=["sa1b", "generated scenes (demo)"],
+            hyperparameters={"lambda_lg": 0.5, "normalization": "hybrid"},
+            eval_results={"nyu": NYU},
+        )
+    card.save(tmp_path / "README.md")
+    loaded = ModelCard.load(tmp_path / "README.md")
+    data = loaded.data
+    assert data.pipeline_tag == "depth-estimation" and data.library_name == "transformers"
+    assert data.base_model == "depth-anything/Depth-Anything-V2-Small-hf"
+    assert data.license == "apache-2.0"
+    assert data.datasets == ["sa1b"]  # only Hub ids in the metadata; descriptions in the text
+    assert "**Training data:** sa1b, generated scenes (demo)" in loaded.text
+    assert _index(loaded) == {("nyu_depth_v2", "abs_rel"): 0.05, ("nyu_depth_v2", "delta1"): 0.97,
+                              ("nyu_depth_v2", "rmse"): 0.2}
+    assert all(e.task_type == "depth-estimation" for e in data.eval_results)
+    text = loaded.text
+    assert 'pipeline("depth-estimation", model="me/student-small")' in text
+    assert 'AutoModelForDepthEstimation.from_pretrained("me/student-small")' in text
+    assert "[LiheYoung/depth-anything-large-hf](https://huggingface.co/LiheYoung/depth-anything-large-hf)" in text
+    assert "| `lambda_lg` | `0.5` |" in text
+    assert "| NYUv2 | 0.0500 |" in text
+    assert "arXiv:2502.19204" in text and "Distill Any Depth: Distillation Creates a Stronger" in text
+
+
+@pytest.mark.parametrize("teacher", ["depthanything-large", "depth-anything/Depth-Anything-V2-Base-hf"])
+def test_non_commercial_teacher_makes_the_student_non_commercial(teacher):
+    with pytest.warns(UserWarning, match="non-commercial.*instead of the requested mit"):
+        card = build_model_card(model_name="s", base_model="depthanything-small", teachers=[teacher], license="mit")
+    assert card.data.license == "cc-by-nc-4.0"
+    assert "non-commercial" in card.text
+
+
+def test_licence_kept_or_unknown():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        card = build_model_card(model_name="s", base_model=None, teachers=["depthanything-small"], license="mit")
+    assert card.data.license == "mit"
+    with pytest.warns(UserWarning, match="distill-any-depth-large.*unknown"):
+        card = build_model_card(model_name="s", base_model=None, teachers=["distill-any-depth-large"])
+    assert card.data.license is None
+
+
+def test_update_creates_then_merges_and_keeps_existing_text(tmp_path):
+    with pytest.warns(UserWarning, match="unknown"):  # a new card knows no teachers
+        update_model_card(tmp_path, {"nyu": NYU})
+    card = ModelCard.load(tmp_path / "README.md")
+    assert _index(card)[("nyu_depth_v2", "abs_rel")] == 0.05
+    card.text += "\n## Notes\n\nHand-written remark.\n"
+    card.save(tmp_path / "README.md")
+
+    update_model_card(tmp_path, {"nyu": {"abs_rel": 0.04}, "kitti": {"abs_rel": 0.08, "delta1": 0.93}})
+    card = ModelCard.load(tmp_path / "README.md")
+    index = _index(card)
+    assert index[("nyu_depth_v2", "abs_rel")] == 0.04  # replaced
+    assert index[("nyu_depth_v2", "delta1")] == 0.97  # kept
+    assert index[("kitti", "delta1")] == 0.93  # added
+    assert len(card.data.eval_results) == 5
+    assert "Hand-written remark." in card.text
+    assert "| NYUv2 | 0.0400 | 0.2000 | 0.9700 |" in card.text  # table regenerated, metric order kept
+    assert card.text.count("<!-- hf_distill:evaluation:start -->") == 1
+
+
+def test_update_appends_section_to_foreign_card(tmp_path):
+    (tmp_path / "README.md").write_text("---\nlicense: mit\ntags:\n- mine\n---\n\n# My model\n\nSome text.\n")
+    update_model_card(tmp_path, {"scannet": {"abs_rel": 0.1}})
+    card = ModelCard.load(tmp_path / "README.md")
+    assert card.data.license == "mit" and card.data.tags == ["mine"]
+    assert _index(card) == {("scannet", "abs_rel"): 0.1}
+    assert card.text.startswith("\n# My model\n\nSome text.") or "# My model\n\nSome text." in card.text
+    assert "## Evaluation" in card.text and "| ScanNet | 0.1000 |" in card.text
+    with pytest.raises(FileNotFoundError, match="missing"):
+        update_model_card(tmp_path / "missing", {"nyu": NYU})
+
+
+class _FakeApi:
+    calls: list = []
+
+    def __init__(self, token=None):
+        self.calls.append(("init", token))
+
+    def create_repo(self, repo_id, **kwargs):
+        self.calls.append(("create_repo", repo_id, kwargs))
+        return type("RepoUrl", (), {"repo_id": repo_id})()
+
+    def upload_folder(self, **kwargs):
+        self.calls.append(("upload_folder", kwargs))
+        return type("CommitInfo", (), {"commit_url": f"https://huggingface.co/{kwargs['repo_id']}/commit/abc"})()
+
+
+def test_push_uploads_the_student_folder(tmp_path, monkeypatch):
+    monkeypatch.setattr(hub, "HfApi", _FakeApi)
+    _FakeApi.calls = []
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        push_student_to_hub(tmp_path, "me/student")
+    for name in ("config.json", "README.md", "model.safetensors"):
+        (tmp_path / name).write_text("x")
+    url = push_student_to_hub(tmp_path, "me/student", token="t", private=True)
+    assert url == "https://huggingface.co/me/student/commit/abc"
+    assert _FakeApi.calls[0] == ("init", "t")
+    _, repo_id, create_kwargs = _FakeApi.calls[1]
+    assert repo_id == "me/student" and create_kwargs["private"] is True and create_kwargs["exist_ok"] is True
+    _, upload = _FakeApi.calls[2]
+    assert upload["folder_path"] == str(tmp_path) and upload["repo_id"] == "me/student"
+    assert "checkpoint-*" in upload["ignore_patterns"] and "student_*.safetensors" in upload["ignore_patterns"]
