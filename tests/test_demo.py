@@ -1,0 +1,56 @@
+"""The embedded demo: shipped assets, the end-to-end path at reduced size, and (slow) that the student learns."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from huggingface_hub import ModelCard
+from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation
+
+from hf_distill.demo import DEMO_STUDENT, DEMO_TEACHER, demo_student_config, demo_teacher_config, run_demo
+
+
+def structure(config: DepthAnythingConfig) -> tuple:
+    backbone = config.backbone_config
+    return (backbone.hidden_size, backbone.num_attention_heads, backbone.num_hidden_layers,
+            list(backbone.out_indices), list(config.neck_hidden_sizes), config.fusion_hidden_size,
+            config.head_hidden_size)
+
+
+def test_shipped_demo_models_have_the_declared_structures():
+    teacher, info = DepthAnythingForDepthEstimation.from_pretrained(DEMO_TEACHER, output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"]
+    assert structure(teacher.config) == structure(demo_teacher_config()) == (96, 4, 4, [1, 2, 3, 4],
+                                                                           [24, 48, 96, 96], 48, 16)
+    assert structure(DepthAnythingConfig.from_pretrained(DEMO_STUDENT)) == structure(demo_student_config())
+    assert not (DEMO_STUDENT / "model.safetensors").exists()  # the demo student starts from random weights
+    metrics = json.loads((DEMO_TEACHER / "demo_teacher_metrics.json").read_text())
+    assert metrics["abs_rel"] < 0.2 and metrics["delta1"] > 0.7
+
+
+def test_demo_end_to_end_at_reduced_size(tmp_path):
+    out = tmp_path / "demo"
+    report = run_demo(out, num_train_images=8, num_eval_scenes=3,
+                      extra_args=["--max_steps", "2", "--save_steps", "2", "--visualize_steps", "2"])
+    assert set(report) == {"teacher", "student_before", "student_after"}
+    assert json.loads((out / "demo_report.json").read_text()) == report
+    for metrics in report.values():
+        assert 0 < metrics["abs_rel"] < 10 and 0 <= metrics["delta1"] <= 1
+    model, info = DepthAnythingForDepthEstimation.from_pretrained(out, output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"]
+    assert (out / "student_final.safetensors").is_file() and (out / "visualizations" / "step_0000002.png").is_file()
+    card = ModelCard.load(out / "README.md")
+    results = card.data.eval_results
+    assert any(r.dataset_name == "generated-scenes-heldout" and r.metric_type == "abs_rel" and
+               r.metric_value == pytest.approx(report["student_after"]["abs_rel"]) for r in results)
+
+
+@pytest.mark.slow
+def test_demo_student_learns_from_the_teacher(tmp_path):
+    """The full demo recipe: the student ends far better than it started and close to its teacher."""
+    report = run_demo(tmp_path / "demo")
+    before, after, teacher = (report[k]["abs_rel"] for k in ("student_before", "student_after", "teacher"))
+    assert after <= 0.7 * before, report
+    assert after <= 1.3 * teacher, report
+    assert report["student_after"]["delta1"] > report["student_before"]["delta1"] + 0.15, report
