@@ -14,12 +14,14 @@ Measured in the same run, medians over --repeats:
   bare      teacher forwards on the same views + one student forward/backward with a trivial loss
   seed      the public re-implementation's structure: the student runs twice (global views and local
             patches), with the same teacher forwards
-The last line is overhead_ratio=<step / bare> (goal <= 1.10); seed_over_ours=<seed / step> precedes it.
+Then samples/s of the step and peak memory (process RSS on CPU, allocated GPU memory on CUDA), the ratio
+seed_over_ours=<seed / step>, and as the last line overhead_ratio=<step / bare> (goal <= 1.10).
 """
 
 from __future__ import annotations
 
 import argparse
+import resource
 import statistics
 import tempfile
 import time
@@ -144,6 +146,11 @@ def main() -> None:
           f"patches={local_views.shape[1]} device={device} threads={torch.get_num_threads()}")
     for name, seconds in figures.items():
         print(f"{name:>10}: {seconds * 1000:9.1f} ms")
+    if device.type == "cuda":
+        peak = f"peak_gpu_memory={torch.cuda.max_memory_allocated() / 2**30:.2f} GiB"
+    else:
+        peak = f"peak_rss={resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB"
+    print(f"samples_per_second={args.batch_size / figures['step']:.2f} {peak}")
     print(f"seed_over_ours={figures['seed'] / figures['step']:.2f}")
     print(f"overhead_ratio={figures['step'] / figures['bare']:.2f}")
 

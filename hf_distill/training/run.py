@@ -87,12 +87,12 @@ def build_trainer(
 ) -> DistillationTrainer:
     """Load teachers and student, build the views and return a ready ``DistillationTrainer``."""
     set_seed(args.seed)
+    train_dataset, eval_dataset = build_datasets(data_args, args)  # data errors surface before models load
     checkpoints = model_args.teacher_checkpoints or [None] * len(model_args.teacher_models)
     teachers = [build_depth_model(name, ckpt) for name, ckpt in zip(model_args.teacher_models, checkpoints)]
     student = load_depth_model(model_args.student_arch, init=model_args.student_init)
     model = StudentWithProjectors(student, [t.config.backbone_config.hidden_size for t in teachers])
 
-    train_dataset, eval_dataset = build_datasets(data_args, args)
     if args.warmup_epochs > 0:
         if not hasattr(train_dataset, "__len__"):
             raise ValueError("--warmup_epochs needs data with a length; use --warmup_steps with streamed data.")
