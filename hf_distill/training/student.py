@@ -63,5 +63,4 @@ class StudentWithProjectors(nn.Module):
 
     def has_unused_projectors(self) -> bool:
         """True when some projector holds parameters that a step with another teacher leaves unused."""
-        with_params = [p for p in self.projectors if any(True for _ in p.parameters())]
-        return len(self.projectors) > 1 and len(with_params) > 0
+        return len(self.projectors) > 1 and any(True for _ in self.projectors.parameters())
