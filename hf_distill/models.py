@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from huggingface_hub import hf_hub_download
 from huggingface_hub.errors import HFValidationError
-from transformers import AutoConfig, DepthAnythingConfig, DepthAnythingForDepthEstimation, Dinov2Config
+from transformers import AutoConfig, AutoImageProcessor, DepthAnythingConfig, DepthAnythingForDepthEstimation, Dinov2Config
 from transformers.image_processing_utils import BaseImageProcessor
 from transformers.image_utils import PILImageResampling
 from transformers.utils import is_torchvision_available
@@ -381,6 +381,22 @@ def default_image_processor(size: int = IMAGE_SIZE) -> BaseImageProcessor:
         image_mean=IMAGENET_MEAN,
         image_std=IMAGENET_STD,
     )
+
+
+def load_image_processor(name_or_path: str) -> BaseImageProcessor:
+    """The image processor saved with a model (a folder's preprocessor_config.json, or the Hub repo's); Depth
+    Anything's defaults for a folder without one, or when the Hub cannot be reached (every Depth Anything
+    checkpoint uses those settings)."""
+    path = Path(name_or_path)
+    if path.is_dir():
+        if (path / "preprocessor_config.json").is_file():
+            return AutoImageProcessor.from_pretrained(path)
+        return default_image_processor()
+    try:
+        return AutoImageProcessor.from_pretrained(resolve_model_name(name_or_path))
+    except OSError:
+        logger.warning("%s: image processor not reachable, using Depth Anything's defaults", name_or_path)
+        return default_image_processor()
 
 
 def image_mean_std(name_or_path: str) -> tuple[list[float], list[float]]:

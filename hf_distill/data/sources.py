@@ -171,10 +171,11 @@ def load_webdataset(
 
 
 def load_training_source(
-    dataset_dir: str | Path, format: str = "auto"
+    dataset_dir: str | Path, format: str = "auto", *, shuffle_buffer: int = 1000, seed: int = 0
 ) -> datasets.Dataset | datasets.IterableDataset:
     """The training source at `dataset_dir`: "nyu" (nyu2_train.csv present), "webdataset" (*.tar shards,
-    streamed) or "images" (any image tree); "auto" detects them in that order. A glob of shards also works."""
+    streamed) or "images" (any image tree); "auto" detects them in that order. A glob of shards also works.
+    `shuffle_buffer` and `seed` shape the streamed shuffle (see `load_webdataset`)."""
     if format not in SOURCE_FORMATS:
         raise ValueError(f"format must be one of {SOURCE_FORMATS}, got {format!r}")
     text = str(dataset_dir)
@@ -193,5 +194,5 @@ def load_training_source(
     if format == "nyu":
         return load_nyu(dataset_dir, "train")
     if format == "webdataset":
-        return load_webdataset(dataset_dir)
+        return load_webdataset(dataset_dir, shuffle_buffer=shuffle_buffer, seed=seed)
     return load_images(dataset_dir)

@@ -12,25 +12,13 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from tqdm.auto import tqdm
-from transformers import AutoImageProcessor, DepthAnythingForDepthEstimation
+from transformers import DepthAnythingForDepthEstimation
 
 from hf_distill.evaluation.benchmarks import EvalSample
 from hf_distill.evaluation.metrics import METRIC_NAMES, evaluate_depth
-from hf_distill.models import (
-    build_depth_model,
-    default_image_processor,
-    load_depth_model,
-    resolve_model_name,
-)
+from hf_distill.models import build_depth_model, default_image_processor, load_depth_model, load_image_processor
 
 logger = logging.getLogger(__name__)
-
-def _processor_for(name_or_path: str):
-    """The folder's / Hub repo's image processor, or Depth Anything's defaults for a folder without one."""
-    path = Path(name_or_path)
-    if path.is_dir() and not (path / "preprocessor_config.json").is_file():
-        return default_image_processor()
-    return AutoImageProcessor.from_pretrained(resolve_model_name(name_or_path))
 
 
 def load_model_and_processor(name_or_path: str, arch: str | None = None):
@@ -50,12 +38,12 @@ def load_model_and_processor(name_or_path: str, arch: str | None = None):
         if arch is None:
             raise ValueError(f"{path} is a weights file: also give the architecture (an alias or a config folder)")
         model = build_depth_model(arch, str(path))
-        processor = _processor_for(arch) if Path(arch).is_dir() else default_image_processor()
+        processor = load_image_processor(arch) if Path(arch).is_dir() else default_image_processor()
     else:
         if arch is not None:
             raise ValueError(f"the architecture is only used with a weights file, but {name_or_path} is not a file")
         model = load_depth_model(name_or_path)
-        processor = _processor_for(name_or_path)
+        processor = load_image_processor(name_or_path)
     return model.eval(), processor
 
 

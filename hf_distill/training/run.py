@@ -7,12 +7,12 @@ import math
 from pathlib import Path
 
 import torch
-from transformers import AutoImageProcessor, set_seed
+from transformers import set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
 from hf_distill.data import ViewSampler, build_view_dataset, collate_views, load_training_source
 from hf_distill.data.sources import load_nyu
-from hf_distill.models import build_depth_model, default_image_processor, image_mean_std, load_depth_model
+from hf_distill.models import build_depth_model, image_mean_std, load_depth_model, load_image_processor
 from hf_distill.training.arguments import DataArguments, DistillationArguments, ModelArguments
 from hf_distill.training.student import StudentWithProjectors
 from hf_distill.training.trainer import DistillationTrainer
@@ -32,14 +32,6 @@ def model_display_name(name_or_path: str) -> str:
     return Path(name_or_path).name if Path(name_or_path).is_dir() else name_or_path
 
 
-def load_student_processor(student_arch: str):
-    """The student's image processor: its own when it is a local folder that has one, else Depth Anything's."""
-    folder = Path(student_arch)
-    if (folder / "preprocessor_config.json").is_file():
-        return AutoImageProcessor.from_pretrained(folder)
-    return default_image_processor()
-
-
 def build_datasets(data_args: DataArguments, args: DistillationArguments):
     """Training views (map-style or streamed) and, when evaluation is on, views with ground truth."""
     if data_args.dataset_dir is None:
@@ -52,11 +44,10 @@ def build_datasets(data_args: DataArguments, args: DistillationArguments):
         min_local_crop=data_args.min_local_crop,
         seed=args.seed,
     )
-    source = load_training_source(data_args.dataset_dir, format=data_args.dataset_format)
-    if isinstance(source, torch.utils.data.IterableDataset) or not hasattr(source, "__len__"):
-        if args.max_steps <= 0:
-            raise ValueError("Streamed data has no length: set --num_iterations (--max_steps).")
-        source = source.shuffle(seed=args.seed, buffer_size=data_args.shuffle_buffer_size)
+    source = load_training_source(data_args.dataset_dir, format=data_args.dataset_format,
+                                  shuffle_buffer=data_args.shuffle_buffer_size, seed=args.seed)
+    if not hasattr(source, "__len__") and args.max_steps <= 0:
+        raise ValueError("Streamed data has no length: set --num_iterations (--max_steps).")
     train_dataset = build_view_dataset(source, sampler)
 
     eval_dataset = None
@@ -106,7 +97,7 @@ def build_trainer(
         train_dataset=train_dataset,
         eval_dataset=eval_dataset,
         data_collator=collate_views,
-        processing_class=load_student_processor(model_args.student_arch),
+        processing_class=load_image_processor(model_args.student_arch),
         teacher_names=[model_display_name(name) for name in model_args.teacher_models],
         teacher_mean_std=[image_mean_std(name) for name in model_args.teacher_models],
         student_mean_std=image_mean_std(model_args.student_arch),
