@@ -66,6 +66,12 @@ class ViewGeometry:
     boxes: np.ndarray
 
 
+def check_crop_size(flag: str, value: int) -> None:
+    """A view side must be a positive multiple of the ViT patch size (14); the error names the flag."""
+    if not isinstance(value, int) or value <= 0 or value % 14:
+        raise ValueError(f"{flag} must be a positive multiple of 14 (the ViT patch size), got {value!r}")
+
+
 class ViewSampler:
     """Draws the region, global view and local patches of DESIGN.md section 3 from one image.
 
@@ -90,9 +96,8 @@ class ViewSampler:
         *,
         reduced_decoding: bool = True,
     ) -> None:
-        for flag, value in (("--global_crop_size", global_crop_size), ("--local_crop_size", local_crop_size)):
-            if not isinstance(value, int) or value <= 0 or value % 14:
-                raise ValueError(f"{flag} must be a positive multiple of 14 (the ViT patch size), got {value!r}")
+        check_crop_size("--global_crop_size", global_crop_size)
+        check_crop_size("--local_crop_size", local_crop_size)
         if num_local_patches < 0:
             raise ValueError(f"num_local_patches must be >= 0, got {num_local_patches}")
         if min_region < 1:

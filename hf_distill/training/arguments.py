@@ -17,6 +17,8 @@ from typing import Any
 import yaml
 from transformers import HfArgumentParser, TrainingArguments
 
+from hf_distill.data.views import check_crop_size
+
 NORMALIZATIONS = ("none", "global", "local", "hybrid")
 HDN_VARIANTS = ("dr", "dp", "ds")
 DATASET_FORMATS = ("auto", "nyu", "images", "webdataset")
@@ -127,9 +129,8 @@ class DataArguments:
 
     def __post_init__(self) -> None:
         _check_choice("--dataset_format", self.dataset_format, DATASET_FORMATS)
-        for flag, value in (("--global_crop_size", self.global_crop_size), ("--local_crop_size", self.local_crop_size)):
-            if value <= 0 or value % 14:
-                raise ValueError(f"{flag} must be a positive multiple of 14 (the ViT patch size), got {value}.")
+        check_crop_size("--global_crop_size", self.global_crop_size)
+        check_crop_size("--local_crop_size", self.local_crop_size)
         if self.num_local_patches < 0:
             raise ValueError(f"--num_local_patches must be >= 0, got {self.num_local_patches}.")
         if self.min_local_crop is not None and self.min_local_crop <= 0:
