@@ -35,6 +35,7 @@ from hf_distill.data.synthetic import write_image_folder
 from hf_distill.models import default_image_processor, depth_config
 from hf_distill.training.arguments import parse_distill_args
 from hf_distill.training.run import build_trainer
+from hf_distill.training.trainer import normalize_views
 
 
 def timed(fn, repeats: int, device: torch.device) -> float:
@@ -88,9 +89,8 @@ def main() -> None:
 
         batch = {k: v.to(device) for k, v in make_batch().items()}
         global_view, local_views = batch["global_view"], batch["local_views"]
-        mean, std = (t.to(device) for t in trainer._student_norm)
-        student_in = (global_view - mean) / std
-        patches_in = (local_views.flatten(0, 1) - mean) / std
+        student_in = normalize_views(global_view, trainer._student_norm)
+        patches_in = normalize_views(local_views.flatten(0, 1), trainer._student_norm)
 
         def teacher():
             return trainer._run_teacher(0, global_view, local_views, want_tokens=True)

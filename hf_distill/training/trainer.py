@@ -139,12 +139,12 @@ class DistillationTrainer(Trainer):
         """Teacher predictions on the global view (B, G, G), the patches (B, P, L, L) and its final tokens
         (B, N, C) on the global view. Global view and patches share one forward when their sizes match."""
         teacher = self.teachers[index]
-        mean, std = (t.to(global_view.device) for t in self._teacher_norm[index])
         dtype = next(self.accelerator.unwrap_model(teacher).parameters()).dtype
         batch, num_patches = global_view.shape[0], 0 if local_views is None else local_views.shape[1]
 
         def forward(pixels: torch.Tensor) -> torch.Tensor:
-            return teacher(pixel_values=((pixels - mean) / std).to(dtype)).predicted_depth.float()
+            inputs = normalize_views(pixels, self._teacher_norm[index]).to(dtype)
+            return teacher(pixel_values=inputs).predicted_depth.float()
 
         patches = local_views.flatten(0, 1) if num_patches else None
         batched = patches is not None and patches.shape[-1] == global_view.shape[-1]
@@ -172,9 +172,8 @@ class DistillationTrainer(Trainer):
         teacher_global, teacher_patches, teacher_tokens = self._run_teacher(
             teacher_index, global_view, local_views, want_tokens
         )
-        mean, std = (t.to(global_view.device) for t in self._student_norm)
         student_global, student_tokens = model(
-            (global_view - mean) / std, teacher_index=teacher_index if want_tokens else None
+            normalize_views(global_view, self._student_norm), teacher_index=teacher_index if want_tokens else None
         )
         total, terms = self.loss_fn(
             student_global,
@@ -261,9 +260,9 @@ class DistillationTrainer(Trainer):
         start = time.perf_counter()
         for batch in dataloader:
             batch = self._prepare_inputs(batch)
-            mean, std = (t.to(batch["global_view"].device) for t in self._student_norm)
             with torch.no_grad(), self.compute_loss_context_manager():
-                pred = student(pixel_values=(batch["global_view"] - mean) / std).predicted_depth.float()
+                pixels = normalize_views(batch["global_view"], self._student_norm)
+                pred = student(pixel_values=pixels).predicted_depth.float()
             per_image = batch_depth_metrics(
                 pred, batch["depth"], batch["depth_valid"], alignment=self.args.eval_alignment,
                 min_depth=self.args.eval_min_depth, max_depth=self.args.eval_max_depth,
@@ -352,6 +351,12 @@ class DistillationTrainer(Trainer):
         repo_id = self.args.hub_model_id or Path(self.args.output_dir).name
         return push_student_to_hub(self.args.output_dir, repo_id, token=self.args.hub_token,
                                    private=self.args.hub_private_repo, commit_message=commit_message)
+
+
+def normalize_views(views: torch.Tensor, mean_std: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """(N, 3, H, W) views in [0, 1] -> a model's input normalisation ``(views - mean) / std``."""
+    mean, std = (t.to(views.device) for t in mean_std)
+    return (views - mean) / std
 
 
 def _mean_std_tensors(mean: list[float], std: list[float]) -> tuple[torch.Tensor, torch.Tensor]:
