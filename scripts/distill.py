@@ -32,6 +32,8 @@ def main(argv: list[str]) -> int:
     if trainer.is_world_process_zero():
         print(f"Student written to {training_args.output_dir} (from_pretrained / pipeline folder, "
               "student_final.safetensors, visualizations/, train.log)")
+    # Destroys the process group: a gloo group left to interpreter shutdown can abort a rank after training.
+    trainer.accelerator.end_training()
     return 0
 
 

@@ -271,7 +271,8 @@ def test_two_process_ddp_run_completes(assets, tmp_path, variant):
                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
                str(ROOT / "scripts/distill.py"), *tiny_argv(assets, out, "--num_iterations", "3", *extra)]
     result = subprocess.run(command, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
+    messages = "\n".join(line for line in result.stderr.splitlines() if "it/s]" not in line)  # no progress bars
+    assert result.returncode == 0, messages[-6000:]
     state = json.loads((out / "checkpoint-3" / "trainer_state.json").read_text())
     assert state["global_step"] == 3
     assert (out / "student_final.safetensors").is_file()
