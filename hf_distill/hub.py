@@ -23,6 +23,7 @@ TEMPLATE_PATH = Path(__file__).resolve().parent / "templates" / "model_card.md"
 README = "README.md"
 TASK = "depth-estimation"
 NON_COMMERCIAL = "cc-by-nc-4.0"
+CARD_DECIMALS = 6  # metric values in model-index are rounded to this many decimals
 
 # Licences declared by the Hub repos of known teachers / base models. Distill-Any-Depth's *-hf repos
 # could not be checked from here, so they count as unknown and never override the user's choice.
@@ -110,7 +111,7 @@ def eval_results_to_hub(eval_results: dict[str, dict[str, float]]) -> list[EvalR
                     dataset_split=spec.split if spec else None,
                     metric_type=metric,
                     metric_name=_METRIC_HEADERS[metric],
-                    metric_value=round(float(value), 6),
+                    metric_value=round(float(value), CARD_DECIMALS),
                 )
             )
     return entries

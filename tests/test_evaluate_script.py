@@ -14,6 +14,7 @@ from huggingface_hub import ModelCard
 from PIL import Image
 from transformers import DepthAnythingForDepthEstimation
 
+from conftest import CARD_ROUNDING
 from hf_distill.data.synthetic import write_eval_benchmark
 from hf_distill.evaluation import (
     BENCHMARKS,
@@ -77,7 +78,7 @@ def test_evaluate_json_csv_and_card_updated_twice(setup):
     assert summary == pytest.approx(expected, rel=1e-4)
 
     card = ModelCard.load(model_dir / "README.md")
-    assert _index(card)[("nyu_depth_v2", "abs_rel")] == pytest.approx(summary["abs_rel"], rel=1e-5)
+    assert _index(card)[("nyu_depth_v2", "abs_rel")] == pytest.approx(summary["abs_rel"], rel=0, abs=CARD_ROUNDING)
     card.text += "\n## Notes\n\nKept across updates.\n"
     card.save(model_dir / "README.md")
 
@@ -96,8 +97,8 @@ def test_evaluate_json_csv_and_card_updated_twice(setup):
     assert card.data.pipeline_tag == "depth-estimation"
     index = _index(card)
     assert len(card.data.eval_results) == len(index) == 2 * len(METRIC_NAMES)  # nyu replaced, scannet added
-    assert index[("nyu_depth_v2", "abs_rel")] == pytest.approx(results["nyu"]["abs_rel"], rel=1e-5)
-    assert index[("scannet", "delta1")] == pytest.approx(results["scannet"]["delta1"], rel=1e-5)
+    assert index[("nyu_depth_v2", "abs_rel")] == pytest.approx(results["nyu"]["abs_rel"], rel=0, abs=CARD_ROUNDING)
+    assert index[("scannet", "delta1")] == pytest.approx(results["scannet"]["delta1"], rel=0, abs=CARD_ROUNDING)
 
 
 def test_errors_are_one_line_and_nonzero(setup, tmp_path, capsys):
