@@ -1,8 +1,8 @@
 """The embedded demo: distil the shipped tiny teacher into a smaller random student on generated scenes.
 
-``run_demo()`` (what ``python scripts/distill.py`` runs with no arguments) writes unlabelled generated scenes as
-an image folder, evaluates the teacher and the untrained student on held-out generated scenes with exact depth,
-runs the real distillation pipeline of ``configs/demo.yaml``, evaluates the student again and writes
+``run_demo()`` (what ``python scripts/distill.py`` runs with no arguments) evaluates the teacher and the untrained
+student on held-out generated scenes with exact depth, runs the real distillation pipeline of the shipped recipe
+``hf_distill/configs/demo.yaml`` (training scenes generated on the fly), evaluates the student again and writes
 ``demo_report.json`` beside the student folder.
 """
 
@@ -17,20 +17,18 @@ import numpy as np
 from PIL import Image
 from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation
 
-from hf_distill.data.synthetic import render_scene, write_image_folder
+from hf_distill.data.synthetic import render_scene
 from hf_distill.evaluation.benchmarks import EvalSample
 from hf_distill.evaluation.predict import evaluate_model
 from hf_distill.hub import update_model_card
-from hf_distill.models import tiny_depth_config
+from hf_distill.models import PACKAGE_MODELS, load_depth_model, tiny_depth_config
 from hf_distill.training.arguments import parse_distill_args
 from hf_distill.training.run import build_trainer, train_student
 
 logger = logging.getLogger(__name__)
 
-ASSETS = Path(__file__).resolve().parent / "assets"
-DEMO_TEACHER = ASSETS / "demo-teacher"
-DEMO_STUDENT = ASSETS / "demo-student"  # config and processor only: the student starts from random weights
-DEMO_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
+DEMO_TEACHER = PACKAGE_MODELS["demo-teacher"]
+DEMO_STUDENT = PACKAGE_MODELS["demo-student"]  # config and processor only: the student starts from random weights
 DEMO_PROCESSING_SIZE = 112
 EVAL_SCENE_SIZE = (168, 224)
 EVAL_DEPTH_RANGE = (1e-3, 20.0)
@@ -73,40 +71,34 @@ def evaluate_on_samples(model: DepthAnythingForDepthEstimation, processor, sampl
     return summary
 
 
-def demo_arguments(output_dir: Path, data_dir: Path, extra: list[str] | None = None):
-    """The three argument dataclasses of the demo: configs/demo.yaml plus the asset and data paths."""
-    argv = ["--config", str(DEMO_CONFIG), "--teacher_models", str(DEMO_TEACHER), "--student_arch", str(DEMO_STUDENT),
-            "--dataset_dir", str(data_dir), "--output_dir", str(output_dir), *(extra or [])]
-    return parse_distill_args(argv)
-
-
-def run_demo(output_dir: str | Path = "output/demo", *, num_train_images: int = 256,
-             num_eval_scenes: int = 24, extra_args: list[str] | None = None) -> dict:
-    """Run the demo end to end and return the report (also written to ``output_dir/demo_report.json``)."""
-    output_dir = Path(output_dir)
-    if output_dir.exists():
-        shutil.rmtree(output_dir)  # the demo always starts from scratch (no resume of an old demo)
-    data_dir = write_image_folder(output_dir / "data", num_images=num_train_images, size=(240, 320), seed=50_000)
-    model_args, data_args, training_args = demo_arguments(output_dir, data_dir, extra_args)
+def run_demo(argv: list[str] | tuple[str, ...] = (), *, num_eval_scenes: int = 24) -> dict | None:
+    """Run the demo recipe (``--config demo`` plus ``argv`` overrides) from scratch and return the report (also
+    written to ``output_dir/demo_report.json``). Under DDP every rank trains; the main process alone evaluates,
+    writes the report and returns it (other ranks return None)."""
+    model_args, data_args, training_args = parse_distill_args(["--config", "demo", *argv])
+    output_dir = Path(training_args.output_dir)
+    with training_args.main_process_first(desc="clearing the demo output folder"):
+        if training_args.process_index == 0 and output_dir.exists():
+            shutil.rmtree(output_dir)  # the demo always starts from scratch (no resume of an old demo)
     trainer = build_trainer(model_args, data_args, training_args)
-    samples = demo_eval_samples(num_eval_scenes)
-    processor = trainer.processing_class
-
-    teacher = DepthAnythingForDepthEstimation.from_pretrained(DEMO_TEACHER)
-    report = {"teacher": evaluate_on_samples(teacher, processor, samples)}
     student = trainer.accelerator.unwrap_model(trainer.model).student
-    report["student_before"] = evaluate_on_samples(student, processor, samples)
+    is_main = trainer.is_world_process_zero()
+    if is_main:
+        samples = demo_eval_samples(num_eval_scenes)
+        teacher = load_depth_model(model_args.teacher_models[0])
+        report = {"teacher": evaluate_on_samples(teacher, trainer.processing_class, samples),
+                  "student_before": evaluate_on_samples(student, trainer.processing_class, samples)}
     train_student(trainer)
-    report["student_after"] = evaluate_on_samples(student, processor, samples)
+    if not is_main:
+        return None
+    report["student_after"] = evaluate_on_samples(student, trainer.processing_class, samples)
     report = {name: {k: float(v) for k, v in metrics.items()} for name, metrics in report.items()}
-
-    if trainer.is_world_process_zero():
-        (output_dir / "demo_report.json").write_text(json.dumps(report, indent=2) + "\n")
-        update_model_card(output_dir, {"generated-scenes-heldout": report["student_after"]})
-        print(format_report(report))
-        print(f"\nDemo outputs in {output_dir}/: demo_report.json, the student folder (config.json, "
-              "model.safetensors, preprocessor_config.json, README.md), student_final.safetensors, "
-              "visualizations/, train.log")
+    (output_dir / "demo_report.json").write_text(json.dumps(report, indent=2) + "\n")
+    update_model_card(output_dir, {"generated-scenes-heldout": report["student_after"]})
+    print(format_report(report))
+    print(f"\nDemo outputs in {output_dir}/: demo_report.json, the student folder (config.json, "
+          "model.safetensors, preprocessor_config.json, README.md), student_final.safetensors, "
+          "visualizations/, train.log")
     return report
 
 

@@ -35,6 +35,13 @@ MODEL_ALIASES: dict[str, str] = {
     "distill-any-depth-large": "xingyang1/Distill-Any-Depth-Large-hf",
 }
 
+# Models shipped inside the package (the embedded demo's), named like Hub aliases; they load offline.
+PACKAGE_ASSETS = Path(__file__).resolve().parent / "assets"
+PACKAGE_MODELS: dict[str, Path] = {
+    "demo-teacher": PACKAGE_ASSETS / "demo-teacher",
+    "demo-student": PACKAGE_ASSETS / "demo-student",  # config and processor only: trained from random weights
+}
+
 INIT_MODES = ("pretrained", "backbone", "random")
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
@@ -85,7 +92,7 @@ _TINY_DIMS = {
 
 
 def _aliases_text() -> str:
-    return ", ".join(MODEL_ALIASES)
+    return ", ".join([*MODEL_ALIASES, *PACKAGE_MODELS])
 
 
 def _not_found_message(name: str, reason: str) -> str:
@@ -106,7 +113,10 @@ def _first_line(error: Exception) -> str:
 
 
 def resolve_model_name(name_or_path: str) -> str:
-    """Alias -> Hub id (`MODEL_ALIASES`); a local folder or any other Hub id is returned unchanged."""
+    """Alias -> Hub id (`MODEL_ALIASES`) or shipped folder (`PACKAGE_MODELS`); a local folder or any other Hub id
+    is returned unchanged."""
+    if name_or_path in PACKAGE_MODELS:
+        return str(PACKAGE_MODELS[name_or_path])
     return MODEL_ALIASES.get(name_or_path, name_or_path)
 
 
@@ -212,9 +222,10 @@ def load_depth_config(name_or_path: str) -> DepthAnythingConfig:
     """Architecture of an alias (offline, `depth_config`), a local folder or config.json, or a Hub id."""
     if _alias_of(name_or_path) is not None:
         return depth_config(name_or_path)
-    local = Path(name_or_path).exists()
+    resolved = resolve_model_name(name_or_path)
+    local = Path(resolved).exists()
     try:
-        config = AutoConfig.from_pretrained(name_or_path)
+        config = AutoConfig.from_pretrained(resolved)
     except OSError as error:
         if local:
             raise
@@ -387,7 +398,7 @@ def load_image_processor(name_or_path: str) -> BaseImageProcessor:
     """The image processor saved with a model (a folder's preprocessor_config.json, or the Hub repo's); Depth
     Anything's defaults for a folder without one, or when the Hub cannot be reached (every Depth Anything
     checkpoint uses those settings)."""
-    path = Path(name_or_path)
+    path = Path(resolve_model_name(name_or_path))
     if path.is_dir():
         if (path / "preprocessor_config.json").is_file():
             return AutoImageProcessor.from_pretrained(path)

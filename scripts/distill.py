@@ -1,11 +1,13 @@
 #!/usr/bin/env python
 """Distil Depth Anything teachers into a student with cross-context distillation.
 
-    python scripts/distill.py                                   # the embedded demo (configs/demo.yaml)
-    python scripts/distill.py --config configs/nyu.yaml --dataset_dir data/nyu
-    accelerate launch scripts/distill.py --config configs/sa1b_multiteacher.yaml --dataset_dir /data/sa1b
+    python scripts/distill.py                              # the embedded demo (= --demo): recipe "demo" + report
+    python scripts/distill.py --demo --max_steps 50        # the demo with overrides
+    python scripts/distill.py --config nyu --dataset_dir data/nyu
+    accelerate launch scripts/distill.py --config sa1b_multiteacher --dataset_dir /data/sa1b
 
-Every field of ModelArguments, DataArguments and DistillationArguments (a transformers TrainingArguments) is a
+--config takes a YAML/JSON file or a shipped recipe by name (demo, nyu, sa1b_multiteacher). Every field of
+ModelArguments, DataArguments and DistillationArguments (a transformers TrainingArguments) is a
 flag; the seed re-implementation's names (--batch_size, --lr, --num_iterations, --num_epochs,
 --checkpoint_interval, --use_nyu_dataset, --num_segments, ...) work too. Flags override --config values.
 """
@@ -14,26 +16,29 @@ from __future__ import annotations
 
 import sys
 
+from accelerate import PartialState
+
 from hf_distill.demo import run_demo
 from hf_distill.training.arguments import parse_distill_args
 from hf_distill.training.run import run_distillation
+from hf_distill.training.trainer import NonFiniteLossError
 
 
 def main(argv: list[str]) -> int:
     try:
-        if not argv:
-            run_demo()
-            return 0
-        model_args, data_args, training_args = parse_distill_args(argv)
-        trainer = run_distillation(model_args, data_args, training_args)
-    except (ValueError, FileNotFoundError, OSError) as error:
+        if not argv or argv[0] == "--demo":
+            run_demo(argv[1:])
+        else:
+            model_args, data_args, training_args = parse_distill_args(argv)
+            trainer = run_distillation(model_args, data_args, training_args)
+            if trainer.is_world_process_zero():
+                print(f"Student written to {training_args.output_dir} (from_pretrained / pipeline folder, "
+                      "student_final.safetensors, visualizations/, train.log)")
+    except (ValueError, FileNotFoundError, OSError, NonFiniteLossError) as error:
         print(f"distill.py: error: {error}", file=sys.stderr)
         return 2
-    if trainer.is_world_process_zero():
-        print(f"Student written to {training_args.output_dir} (from_pretrained / pipeline folder, "
-              "student_final.safetensors, visualizations/, train.log)")
     # Destroys the process group: a gloo group left to interpreter shutdown can abort a rank after training.
-    trainer.accelerator.end_training()
+    PartialState().destroy_process_group()
     return 0
 
 

@@ -7,7 +7,7 @@ OUTPUT_DIR=${OUTPUT_DIR:-output/distill}
 ACCELERATE_CONFIG=${ACCELERATE_CONFIG:-configs/accelerate/single_gpu.yaml}
 cd "$(dirname "$0")/.."
 accelerate launch --config_file "$ACCELERATE_CONFIG" scripts/distill.py \
-    --config configs/sa1b_multiteacher.yaml \
+    --config sa1b_multiteacher \
     --teacher_models depthanything-large \
     --teacher_sampling_weights 1.0 \
     --dataset_dir "$DATASET_DIR" \

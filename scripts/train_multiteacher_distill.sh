@@ -7,7 +7,7 @@ OUTPUT_DIR=${OUTPUT_DIR:-output/sa1b_multiteacher}
 ACCELERATE_CONFIG=${ACCELERATE_CONFIG:-configs/accelerate/multi_gpu.yaml}
 cd "$(dirname "$0")/.."
 accelerate launch --config_file "$ACCELERATE_CONFIG" scripts/distill.py \
-    --config configs/sa1b_multiteacher.yaml \
+    --config sa1b_multiteacher \
     --dataset_dir "$DATASET_DIR" \
     --output_dir "$OUTPUT_DIR" \
     "$@"

@@ -12,7 +12,7 @@ if [ -n "${TEACHER_CHECKPOINT:-}" ]; then
     EXTRA+=(--teacher_checkpoints "$TEACHER_CHECKPOINT")
 fi
 accelerate launch --config_file "$ACCELERATE_CONFIG" scripts/distill.py \
-    --config configs/nyu.yaml \
+    --config nyu \
     --dataset_dir "$DATASET_DIR" \
     --output_dir "$OUTPUT_DIR" \
     "${EXTRA[@]}" "$@"

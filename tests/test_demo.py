@@ -32,8 +32,8 @@ def test_shipped_demo_models_have_the_declared_structures():
 
 def test_demo_end_to_end_at_reduced_size(tmp_path):
     out = tmp_path / "demo"
-    report = run_demo(out, num_train_images=8, num_eval_scenes=3,
-                      extra_args=["--max_steps", "2", "--save_steps", "2", "--visualize_steps", "2"])
+    report = run_demo(["--output_dir", str(out), "--num_generated_scenes", "8", "--max_steps", "2",
+                       "--save_steps", "2", "--visualize_steps", "2"], num_eval_scenes=3)
     assert set(report) == {"teacher", "student_before", "student_after"}
     assert json.loads((out / "demo_report.json").read_text()) == report
     for metrics in report.values():
@@ -51,7 +51,7 @@ def test_demo_end_to_end_at_reduced_size(tmp_path):
 @pytest.mark.slow
 def test_demo_student_learns_from_the_teacher(tmp_path):
     """The full demo recipe: the student ends far better than it started and close to its teacher."""
-    report = run_demo(tmp_path / "demo")
+    report = run_demo(["--output_dir", str(tmp_path / "demo")])
     before, after, teacher = (report[k]["abs_rel"] for k in ("student_before", "student_after", "teacher"))
     assert after <= 0.7 * before, report
     assert after <= 1.3 * teacher, report

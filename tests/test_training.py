@@ -14,7 +14,7 @@ from transformers import DepthAnythingForDepthEstimation, TrainerCallback, pipel
 
 from hf_distill.data import collate_views
 from hf_distill.demo import DEMO_TEACHER
-from hf_distill.data.synthetic import write_image_folder, write_nyu_csv_layout, write_webdataset_shards
+from hf_distill.data.synthetic import write_nyu_csv_layout
 from hf_distill.losses import (
     distillation_loss,
     feature_alignment_loss,
@@ -25,30 +25,9 @@ from hf_distill.models import EncoderTokenTap, default_image_processor, tiny_dep
 from hf_distill.training.arguments import parse_distill_args
 from hf_distill.training.run import build_trainer, run_distillation
 
+from conftest import tiny_argv
+
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def assets(tmp_path_factory) -> dict[str, Path]:
-    """Two tiny teachers (large-like and base-like), a small-like student folder, 8 generated images."""
-    root = tmp_path_factory.mktemp("assets")
-    torch.manual_seed(0)
-    for name, like in (("teacher_large", "large"), ("teacher_base", "base"), ("student", "small")):
-        DepthAnythingForDepthEstimation(tiny_depth_config(like)).save_pretrained(root / name)
-        default_image_processor(size=56).save_pretrained(root / name)
-    data = write_image_folder(root / "images", num_images=8, size=(96, 128), seed=3)
-    write_webdataset_shards(root / "shards", num_shards=2, per_shard=4, size=(96, 128), seed=4)
-    return {"root": root, "data": data, "shards": root / "shards", **{n: root / n for n in ("teacher_large", "teacher_base", "student")}}
-
-
-def tiny_argv(assets, output_dir, *extra: str) -> list[str]:
-    return [
-        "--teacher_models", str(assets["teacher_large"]), "--student_arch", str(assets["student"]),
-        "--student_init", "random", "--dataset_dir", str(assets["data"]), "--output_dir", str(output_dir),
-        "--global_crop_size", "56", "--local_crop_size", "42", "--min_region", "80", "--num_local_patches", "2",
-        "--batch_size", "2", "--num_iterations", "4", "--checkpoint_interval", "2", "--logging_steps", "2",
-        "--visualize_steps", "2", "--use_cpu", "--report_to", "none", "--seed", "0", *extra,
-    ]
 
 
 def first_batch(trainer) -> dict[str, torch.Tensor]:

@@ -14,7 +14,7 @@ def collate_views(samples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
 
     Returns global_view (B, 3, G, G), local_views (B, P, 3, L, L), boxes (B, P, 4) in region pixels,
     region_size (B,), global_boxes (B, P, 4) = boxes * G / S in student global-view pixels,
-    skipped (B,) long, and depth (B, G, G) float32 / depth_valid (B, G, G) bool when the samples have depth.
+    skipped (B,) long, stream_position / stream_worker (B,) long for streamed samples, and depth (B, G, G) float32 / depth_valid (B, G, G) bool when the samples have depth.
     """
     if not samples:
         raise ValueError("collate_views needs at least one sample")
@@ -28,6 +28,9 @@ def collate_views(samples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         "region_size": torch.tensor([float(s["region_size"]) for s in samples], dtype=torch.float32),
         "skipped": torch.tensor([int(s.get("skipped", 0)) for s in samples], dtype=torch.long),
     }
+    if "stream_position" in samples[0]:  # streamed samples: where each came from, for exact resume
+        batch["stream_position"] = torch.tensor([s["stream_position"] for s in samples], dtype=torch.long)
+        batch["stream_worker"] = torch.tensor([s["stream_worker"] for s in samples], dtype=torch.long)
     global_size = batch["global_view"].shape[-1]
     batch["global_boxes"] = batch["boxes"] * (global_size / batch["region_size"])[:, None, None]
     if all(has_depth):

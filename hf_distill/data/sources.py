@@ -1,12 +1,15 @@
-"""Training sources as Hugging Face `datasets`: NYU (DenseDepth CSV layout), image folders, webdataset shards.
+"""Training sources as Hugging Face `datasets`: NYU (DenseDepth CSV layout), image folders, webdataset shards,
+and generated scenes.
 
 Every source has an `image` column of `datasets.Image(decode=False)` values ({"path", "bytes"}): the view
 pipeline decodes images itself (reduced-size JPEG decoding, skipping broken files). NYU sources add a
 `depth` column that reads as float32 metres (H, W) through a formatting transform, plus `depth_path`.
+Generated scenes are rendered on access (PIL `image`, optional exact `depth`).
 """
 
 from __future__ import annotations
 
+import functools
 import glob
 from pathlib import Path
 
@@ -17,6 +20,7 @@ from PIL import Image
 __all__ = [
     "IMAGE_EXTENSIONS",
     "SOURCE_FORMATS",
+    "load_generated_scenes",
     "load_nyu",
     "load_images",
     "load_webdataset",
@@ -25,7 +29,8 @@ __all__ = [
 ]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp")
-SOURCE_FORMATS = ("auto", "nyu", "images", "webdataset")
+SOURCE_FORMATS = ("auto", "nyu", "images", "webdataset", "generated")
+GENERATED_SCENES_CACHE = 1024  # rendered scenes kept per process (about 0.3 MB each at 240x320)
 _EIGHT_BIT_MODES = ("L", "LA", "RGB", "RGBA")
 _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I")
 
@@ -167,6 +172,41 @@ def load_webdataset(
         ds = ds.rename_column(image_column, "image")
     if streaming and shuffle_buffer > 1:
         ds = ds.shuffle(seed=seed, buffer_size=shuffle_buffer)
+    return ds
+
+
+@functools.lru_cache(maxsize=GENERATED_SCENES_CACHE)
+def _generated_scene(seed: int, index: int, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    from hf_distill.data.synthetic import render_scene
+
+    scene = render_scene(int(np.random.SeedSequence([seed, index]).generate_state(1)[0]), height, width)
+    return scene.image, scene.depth
+
+
+def _render_generated(batch: dict, *, seed: int, size: tuple[int, int], with_depth: bool) -> dict:
+    """Formatting transform of generated sources: scene index -> RGB image (and exact depth in metres)."""
+    scenes = [_generated_scene(seed, int(i), *size) for i in batch["scene"]]
+    out = {"image": [Image.fromarray(image) for image, _ in scenes]}
+    if with_depth:
+        out["depth"] = [depth.copy() for _, depth in scenes]
+    return out
+
+
+def load_generated_scenes(
+    num_scenes: int, *, size: tuple[int, int] = (240, 320), seed: int = 0, with_depth: bool = False
+) -> datasets.Dataset:
+    """`num_scenes` procedural RGB-D scenes of `size` (height, width), rendered when accessed.
+
+    Scene `i` depends only on (`seed`, `i`): the same on every rank, worker and run. Columns: `image` (a PIL RGB
+    image) and, with `with_depth`, `depth` (float32 metres (H, W), exact, all valid).
+    """
+    if num_scenes < 1:
+        raise ValueError(f"--num_generated_scenes must be >= 1, got {num_scenes}")
+    height, width = (int(v) for v in size)
+    if height < 16 or width < 16:
+        raise ValueError(f"--generated_scene_size must be at least 16x16, got {height}x{width}")
+    ds = datasets.Dataset.from_dict({"scene": list(range(num_scenes))})
+    ds.set_transform(functools.partial(_render_generated, seed=seed, size=(height, width), with_depth=with_depth))
     return ds
 
 

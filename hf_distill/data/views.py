@@ -229,6 +229,17 @@ class UnreadableSampleError(OSError):
     """A training example whose image cannot be decoded; datasets skip it."""
 
 
+_warned_errors: set[str] = set()
+
+
+def _warn_skipped(error: OSError) -> None:
+    """Warn once per broken file (per process): a file met again in a later epoch is skipped silently."""
+    message = str(error)
+    if message not in _warned_errors:
+        _warned_errors.add(message)
+        logger.warning("skipping a broken training sample: %s", message)
+
+
 def _make_sample(example: dict, sampler: ViewSampler, *, epoch: int, index: int) -> dict[str, Any]:
     """Views of one source example; raises UnreadableSampleError (naming the file) for broken images."""
     if example.get("__key__"):  # webdataset member: name it by shard and key
@@ -280,7 +291,7 @@ class ViewDataset(torch.utils.data.Dataset):
             try:
                 sample = _make_sample(self.source[i], self.sampler, epoch=self.epoch, index=index)
             except OSError as err:  # UnreadableSampleError, or a depth file the source could not read
-                logger.warning("skipping example %d: %s", i, err)
+                _warn_skipped(err)
                 last_error = err
                 continue
             sample["skipped"] = skipped
@@ -307,6 +318,13 @@ class IterableViewDataset(torch.utils.data.IterableDataset):
         self.rank = rank
         self.world_size = world_size
         self.epoch = 0
+        self._resume_epoch: int | None = None
+        self._resume_positions: dict[int, int] = {}
+
+    def resume_at(self, positions: dict[int, int], *, epoch: int) -> None:
+        """Start worker ``w``'s stream of pass ``epoch`` at raw example ``positions[w]``: the examples before it
+        are read but neither decoded nor cropped, and later samples get the views they would have had."""
+        self._resume_epoch, self._resume_positions = epoch, dict(positions)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -329,15 +347,18 @@ class IterableViewDataset(torch.utils.data.IterableDataset):
         worker, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
         stride = world_size * num_workers
         offset = rank * num_workers + worker
+        start = self._resume_positions.get(worker, 0) if self.epoch == self._resume_epoch else 0
         skipped = 0
         for k, example in enumerate(stream):
+            if k < start:
+                continue
             try:
                 sample = _make_sample(example, self.sampler, epoch=self.epoch, index=offset + k * stride)
             except OSError as err:
-                logger.warning("skipping example: %s", err)
+                _warn_skipped(err)
                 skipped += 1
                 continue
-            sample["skipped"] = skipped
+            sample.update(skipped=skipped, stream_position=k, stream_worker=worker)
             skipped = 0
             yield sample
 

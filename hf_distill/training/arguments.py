@@ -14,14 +14,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 from transformers import HfArgumentParser, TrainingArguments
 
+from hf_distill.data.sources import SOURCE_FORMATS
 from hf_distill.data.views import check_crop_size
 
 NORMALIZATIONS = ("none", "global", "local", "hybrid")
 HDN_VARIANTS = ("dr", "dp", "ds")
-DATASET_FORMATS = ("auto", "nyu", "images", "webdataset")
 STUDENT_INITS = ("pretrained", "backbone", "random")
 TEACHER_DTYPES = ("auto", "float32", "bfloat16", "float16")
 ALIGNMENTS = ("disparity", "depth", "none")
@@ -96,11 +97,21 @@ class DataArguments:
     dataset_dir: str | None = field(
         default=None,
         metadata={"help": "Training data: an NYU DenseDepth CSV folder, an image folder tree, or a folder/glob of "
-                  "webdataset tar shards (SA-1B)."},
+                  "webdataset tar shards (SA-1B). Not used with --dataset_format generated."},
     )
     dataset_format: str = field(
         default="auto",
-        metadata={"help": "Layout of --dataset_dir (auto detects it).", "choices": DATASET_FORMATS},
+        metadata={"help": "Layout of --dataset_dir (auto detects it), or generated: procedural scenes rendered on "
+                  "the fly (--num_generated_scenes, --generated_scene_size), no files needed.",
+                  "choices": SOURCE_FORMATS},
+    )
+    num_generated_scenes: int = field(
+        default=256, metadata={"help": "Number of distinct scenes of --dataset_format generated (scene i is the same "
+                               "on every rank and run)."}
+    )
+    generated_scene_size: list[int] = field(
+        default_factory=lambda: [240, 320],
+        metadata={"help": "Height and width of the scenes of --dataset_format generated."},
     )
     eval_dataset_dir: str | None = field(
         default=None,
@@ -128,7 +139,9 @@ class DataArguments:
     )
 
     def __post_init__(self) -> None:
-        _check_choice("--dataset_format", self.dataset_format, DATASET_FORMATS)
+        _check_choice("--dataset_format", self.dataset_format, SOURCE_FORMATS)
+        if len(self.generated_scene_size) != 2:
+            raise ValueError(f"--generated_scene_size takes a height and a width, got {self.generated_scene_size}.")
         check_crop_size("--global_crop_size", self.global_crop_size)
         check_crop_size("--local_crop_size", self.local_crop_size)
         if self.num_local_patches < 0:
@@ -173,6 +186,10 @@ class DistillationArguments(TrainingArguments):
     feature_margin: float = field(
         default=0.85, metadata={"help": "Tokens whose student/teacher cosine is above this margin are not penalised."}
     )
+    max_nonfinite_steps: int = field(
+        default=10, metadata={"help": "Stop with an error after this many consecutive steps with a NaN or infinite "
+                              "loss (each such step is skipped: no weight update)."}
+    )
     visualize_steps: int = field(
         default=100, metadata={"help": "Write a visualisation grid every this many steps (0 disables)."}
     )
@@ -202,6 +219,10 @@ class DistillationArguments(TrainingArguments):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.use_cpu or not torch.accelerator.is_available():
+            self.dataloader_pin_memory = False  # pinning needs an accelerator (torch warns otherwise)
+        if self.max_nonfinite_steps < 1:
+            raise ValueError(f"--max_nonfinite_steps must be >= 1, got {self.max_nonfinite_steps}.")
         _check_choice("--normalization", self.normalization, NORMALIZATIONS)
         _check_choice("--hdn_variant", self.hdn_variant, HDN_VARIANTS)
         _check_choice("--hdn_loss_variant", self.hdn_loss_variant, HDN_VARIANTS)
@@ -294,11 +315,31 @@ def translate_seed_config(config: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def load_config_file(path: str | Path) -> dict[str, Any]:
-    """Read a YAML or JSON config file into a flat dict of field names (seed names translated)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"--config: no such file {path}")
+# The shipped recipes (package data): `--config demo` works from any install.
+RECIPES_DIR = Path(__file__).resolve().parents[1] / "configs"
+
+
+def shipped_recipes() -> list[str]:
+    """Names of the recipes shipped with the package (``demo``, ``nyu``, ...)."""
+    return sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
+
+
+def resolve_config(name_or_path: str | Path) -> Path:
+    """A config file path as given, else a shipped recipe by name (``demo`` or ``demo.yaml``)."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    recipe = RECIPES_DIR / f"{path.stem}.yaml"
+    if path.parent == Path(".") and path.suffix in ("", ".yaml") and recipe.is_file():
+        return recipe
+    raise FileNotFoundError(f"--config: no such file {path}, and no shipped recipe of that name "
+                            f"(shipped: {', '.join(shipped_recipes())})")
+
+
+def load_config_file(name_or_path: str | Path) -> dict[str, Any]:
+    """Read a YAML or JSON config file, or a shipped recipe by name, into a flat dict of field names (seed names
+    translated)."""
+    path = resolve_config(name_or_path)
     with path.open() as handle:
         config = json.load(handle) if path.suffix == ".json" else yaml.safe_load(handle)
     if not isinstance(config, dict):

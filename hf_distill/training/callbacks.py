@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -28,7 +29,9 @@ def export_student(model: torch.nn.Module, path: Path) -> None:
     """Write the student's weights (HF key layout, no projectors) to one flat safetensors file."""
     student = model.student if hasattr(model, "student") else model
     state = {k: v.detach().contiguous().cpu() for k, v in student.state_dict().items()}
-    save_file(state, str(path), metadata={"format": "pt"})
+    temporary = path.with_name(path.name + ".tmp")
+    save_file(state, str(temporary), metadata={"format": "pt"})
+    os.replace(temporary, path)  # a kill while writing never leaves a truncated export under the real name
 
 
 class LogFileCallback(TrainerCallback):
@@ -143,3 +146,33 @@ class EpochSeedCallback(TrainerCallback):
     def on_epoch_begin(self, args, state, control, **kwargs):
         if hasattr(self.dataset, "set_epoch"):
             self.dataset.set_epoch(int(state.epoch or 0))
+
+
+class NonFiniteStepCallback(TrainerCallback):
+    """Skip the optimizer step of a step whose loss was NaN or infinite on any rank (``trainer.compute_loss`` flags
+    it): every gradient is dropped, so the optimizer leaves weights and moments untouched. Count it, and stop the
+    run with ``NonFiniteLossError`` after ``--max_nonfinite_steps`` consecutive ones."""
+
+    def __init__(self, trainer: "DistillationTrainer") -> None:
+        self.trainer = trainer
+        self.consecutive = 0
+
+    def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
+        trainer = self.trainer
+        if not trainer.nonfinite_in_step:
+            self.consecutive = 0
+            return
+        trainer.nonfinite_in_step = False
+        trainer.model.zero_grad(set_to_none=True)  # params without .grad are skipped by torch optimizers
+        trainer.nonfinite_steps += 1
+        self.consecutive += 1
+        logger.warning("Step %d: non-finite loss (NaN or inf); optimizer step skipped (%d in a row, %d in all)",
+                       state.global_step + 1, self.consecutive, trainer.nonfinite_steps)
+        if self.consecutive >= args.max_nonfinite_steps:
+            from hf_distill.training.trainer import NonFiniteLossError
+
+            raise NonFiniteLossError(
+                f"{self.consecutive} consecutive steps had a non-finite loss (NaN or inf), the last at step "
+                f"{state.global_step + 1}: a teacher or the student produces NaN/inf (check the teacher weights, "
+                f"lower --learning_rate, or raise --max_nonfinite_steps)."
+            )

@@ -11,7 +11,7 @@ from transformers import set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
 from hf_distill.data import ViewSampler, build_view_dataset, collate_views, load_training_source
-from hf_distill.data.sources import load_nyu
+from hf_distill.data.sources import load_generated_scenes, load_nyu
 from hf_distill.models import build_depth_model, image_mean_std, load_depth_model, load_image_processor
 from hf_distill.training.arguments import DataArguments, DistillationArguments, ModelArguments
 from hf_distill.training.student import StudentWithProjectors
@@ -32,10 +32,19 @@ def model_display_name(name_or_path: str) -> str:
     return Path(name_or_path).name if Path(name_or_path).is_dir() else name_or_path
 
 
+def training_source(data_args: DataArguments, *, seed: int):
+    """The training examples named by --dataset_format / --dataset_dir (generated scenes need no files)."""
+    if data_args.dataset_format == "generated":
+        return load_generated_scenes(data_args.num_generated_scenes, size=tuple(data_args.generated_scene_size))
+    if data_args.dataset_dir is None:
+        raise ValueError("--dataset_dir is required (an NYU CSV folder, an image folder or webdataset shards), "
+                         "unless --dataset_format generated.")
+    return load_training_source(data_args.dataset_dir, format=data_args.dataset_format,
+                                shuffle_buffer=data_args.shuffle_buffer_size, seed=seed)
+
+
 def build_datasets(data_args: DataArguments, args: DistillationArguments):
     """Training views (map-style or streamed) and, when evaluation is on, views with ground truth."""
-    if data_args.dataset_dir is None:
-        raise ValueError("--dataset_dir is required (an NYU CSV folder, an image folder or webdataset shards).")
     sampler = ViewSampler(
         global_crop_size=data_args.global_crop_size,
         local_crop_size=data_args.local_crop_size,
@@ -44,8 +53,7 @@ def build_datasets(data_args: DataArguments, args: DistillationArguments):
         min_local_crop=data_args.min_local_crop,
         seed=args.seed,
     )
-    source = load_training_source(data_args.dataset_dir, format=data_args.dataset_format,
-                                  shuffle_buffer=data_args.shuffle_buffer_size, seed=args.seed)
+    source = training_source(data_args, seed=args.seed)
     if not hasattr(source, "__len__") and args.max_steps <= 0:
         raise ValueError("Streamed data has no length: set --num_iterations (--max_steps).")
     train_dataset = build_view_dataset(source, sampler)
@@ -54,7 +62,9 @@ def build_datasets(data_args: DataArguments, args: DistillationArguments):
     if args.eval_strategy != "no":
         if data_args.eval_dataset_dir is not None:
             eval_source = load_training_source(data_args.eval_dataset_dir, format="auto")
-        elif data_args.dataset_format == "nyu" or (Path(data_args.dataset_dir) / "nyu2_test.csv").is_file():
+        elif data_args.dataset_format == "nyu" or (
+            data_args.dataset_dir is not None and (Path(data_args.dataset_dir) / "nyu2_test.csv").is_file()
+        ):
             eval_source = load_nyu(data_args.dataset_dir, split="test")
         else:
             raise ValueError("--eval_strategy needs data with ground-truth depth: set --eval_dataset_dir.")
@@ -105,7 +115,7 @@ def build_trainer(
         teacher_dtype=resolve_teacher_dtype(model_args.teacher_dtype),
         card_info={
             "base_model": model_args.student_arch if model_args.student_init != "random" else None,
-            "datasets": [data_args.dataset_dir],
+            "datasets": [data_args.dataset_dir or "generated scenes"],
             "hyperparameters": {
                 "student_init": model_args.student_init,
                 "global_crop_size": data_args.global_crop_size,

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import json
 import logging
 import os
+import shutil
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -14,8 +16,9 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from transformers import DepthAnythingForDepthEstimation, Trainer
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
+from hf_distill.data.views import IterableViewDataset
 from hf_distill.evaluation.metrics import batch_depth_metrics
 from hf_distill.hub import build_model_card, push_student_to_hub
 from hf_distill.losses import DistillationLoss, crop_boxes
@@ -24,14 +27,21 @@ from hf_distill.training.arguments import DistillationArguments
 from hf_distill.training.callbacks import (
     EpochSeedCallback,
     LogFileCallback,
+    NonFiniteStepCallback,
     StudentExportCallback,
     VisualizationCallback,
 )
+from hf_distill.training.checkpoints import STAGING_DIR, checkpoint_problem, write_manifest
 from hf_distill.training.student import StudentWithProjectors
 
 logger = logging.getLogger(__name__)
 
 PROJECTORS_NAME = "projectors.safetensors"
+STREAM_STATE_NAME = "stream_state_{rank}.json"
+
+
+class NonFiniteLossError(RuntimeError):
+    """Too many consecutive optimizer steps had a NaN or infinite loss (``--max_nonfinite_steps``)."""
 
 
 class DistillationTrainer(Trainer):
@@ -97,11 +107,17 @@ class DistillationTrainer(Trainer):
         self._skipped_total = 0
         self._last_log_time = time.perf_counter()
         self.visual_sample: dict[str, torch.Tensor] | None = None
+        self.nonfinite_in_step = False  # set by compute_loss, consumed by NonFiniteStepCallback
+        self.nonfinite_steps = 0
+        self._stream_positions: dict[int, int] = {}  # streamed data: DataLoader worker -> next raw example
+        self._stream_epoch = 0
+        self._staging_checkpoint = False
 
         self.add_callback(LogFileCallback(Path(args.output_dir) / "train.log"))
         self.add_callback(StudentExportCallback())
         self.add_callback(VisualizationCallback(self))
         self.add_callback(EpochSeedCallback(self.train_dataset))
+        self.add_callback(NonFiniteStepCallback(self))
 
     def get_train_dataloader(self) -> torch.utils.data.DataLoader:
         """Streamed views split themselves by rank and worker (``IterableViewDataset``): accelerate must neither
@@ -184,10 +200,38 @@ class DistillationTrainer(Trainer):
             teacher_tokens=teacher_tokens,
         )
         if model.training:
-            self._record_step(terms, teacher_index, inputs)
+            if self._loss_is_nonfinite(total):
+                total = self._zero_gradient_loss(model, total)
+            else:
+                self._record_step(terms, teacher_index, inputs)
+            self._record_stream_positions(inputs)
             if self._visualization_due():
                 self._stash_visual(inputs, teacher_global, student_global, teacher_patches)
         return (total, {"predicted_depth": student_global}) if return_outputs else total
+
+    def _loss_is_nonfinite(self, total: torch.Tensor) -> bool:
+        """Whether the loss is NaN/inf on any rank (all ranks must agree to skip the same step)."""
+        flag = (~torch.isfinite(total.detach())).float().reshape(1)
+        nonfinite = bool(self.accelerator.reduce(flag, reduction="sum").item() > 0)
+        self.nonfinite_in_step |= nonfinite
+        return nonfinite
+
+    @staticmethod
+    def _zero_gradient_loss(model: torch.nn.Module, total: torch.Tensor) -> torch.Tensor:
+        """A loss with the value of ``total`` (logged as non-finite, filtered by the Trainer) whose backward gives
+        every trainable parameter a zero gradient: DDP's all-reduce still runs on every rank, nothing is learnt."""
+        touch = sum(p.sum() for p in model.parameters() if p.requires_grad)
+        return touch * 0.0 + total.detach()
+
+    def _record_stream_positions(self, inputs: dict) -> None:
+        """Streamed batches carry each sample's raw position in its worker's stream: the checkpoint keeps where
+        every worker's next unseen example is, so a resume continues there without re-reading the stream."""
+        if "stream_position" not in inputs:
+            return
+        if self.train_dataset.epoch != self._stream_epoch:  # a new pass over the stream starts from its beginning
+            self._stream_epoch, self._stream_positions = self.train_dataset.epoch, {}
+        for worker, position in zip(inputs["stream_worker"].tolist(), inputs["stream_position"].tolist()):
+            self._stream_positions[worker] = max(self._stream_positions.get(worker, 0), position + 1)
 
     def _record_step(self, terms: dict[str, torch.Tensor], teacher_index: int, inputs: dict) -> None:
         for name, value in terms.items():
@@ -233,6 +277,7 @@ class DistillationTrainer(Trainer):
                 else:
                     logs[name] = value / (self._metric_counts[name] * self.accelerator.num_processes)
             logs["skipped_samples"] = self._skipped_total
+            logs["nonfinite_steps"] = self.nonfinite_steps
             steps = max(sum(self._teacher_counts), 1)
             for name, count in zip(self.teacher_names, self._teacher_counts):
                 logs[f"teacher_frac/{name}"] = count / steps
@@ -244,6 +289,11 @@ class DistillationTrainer(Trainer):
             self._metrics.clear()
             self._metric_counts.clear()
             self._teacher_counts = [0] * len(self.teachers)
+        elif "train_runtime" in logs:  # the final summary: count what was skipped since the last log too
+            pending = self._metrics.pop("skipped", torch.zeros((), dtype=torch.float64)).to(self.args.device)
+            self._skipped_total += int(self.accelerator.reduce(pending.float().reshape(1), reduction="sum").item())
+            logs["skipped_samples"] = self._skipped_total
+            logs["nonfinite_steps"] = self.nonfinite_steps
         super().log(logs, start_time)
 
     # ---- evaluation ---------------------------------------------------------------------------------------
@@ -296,27 +346,74 @@ class DistillationTrainer(Trainer):
             self.processing_class.save_pretrained(output_dir)
         torch.save(self.args, os.path.join(output_dir, "training_args.bin"))
 
+    def _get_output_dir(self, trial) -> str:
+        run_dir = super()._get_output_dir(trial)
+        return os.path.join(run_dir, STAGING_DIR) if self._staging_checkpoint else run_dir
+
     def _save_checkpoint(self, model, trial) -> None:
-        """A checkpoint is a loadable student folder plus the projectors, optimizer, scheduler and RNG state."""
-        super()._save_checkpoint(model, trial)
+        """Write ``checkpoint-N`` atomically: the Trainer's files (student folder, optimizer, scheduler, RNG of every
+        rank, trainer state), the projectors, the stream positions and a manifest go to a staging folder that is
+        renamed into place when complete; older checkpoints are rotated only after that."""
+        run_dir = Path(self._get_output_dir(trial))
+        name = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+        staged, final = run_dir / STAGING_DIR / name, run_dir / name
+        if self.args.should_save and staged.exists():
+            shutil.rmtree(staged)  # left by a run killed while saving
+        self.accelerator.wait_for_everyone()
+        self._staging_checkpoint = True
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self._staging_checkpoint = False
+        if self.state.best_model_checkpoint and Path(self.state.best_model_checkpoint).parent == staged.parent:
+            self.state.best_model_checkpoint = str(run_dir / Path(self.state.best_model_checkpoint).name)
+        if isinstance(self.train_dataset, IterableViewDataset):
+            state = {"epoch": self._stream_epoch, "positions": self._stream_positions}
+            rank_file = staged / STREAM_STATE_NAME.format(rank=self.args.process_index)
+            rank_file.write_text(json.dumps(state))
         if self.args.should_save:
-            folder = Path(self._get_output_dir(trial=trial)) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
             projectors = self.accelerator.unwrap_model(self.model).projectors.state_dict()
             if projectors:
-                save_file({k: v.contiguous() for k, v in projectors.items()}, str(folder / PROJECTORS_NAME))
+                save_file({k: v.contiguous() for k, v in projectors.items()}, str(staged / PROJECTORS_NAME))
+        self.accelerator.wait_for_everyone()  # every rank's files are in the staging folder
+        if self.args.should_save:
+            write_manifest(staged)
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(staged, final)
+            rotate_checkpoints(str(run_dir), save_total_limit=self.args.save_total_limit,
+                               best_model_checkpoint=self.state.best_model_checkpoint)
+        self.accelerator.wait_for_everyone()
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
-        """Restore student and projectors; ``from_pretrained`` maps the on-disk key names onto the module's."""
+        """Restore student and projectors (``from_pretrained`` maps the on-disk key names onto the module's) and
+        the position of streamed data."""
         module = self.accelerator.unwrap_model(model or self.model)
         folder = Path(resume_from_checkpoint)
-        if not (folder / "model.safetensors").is_file():
-            raise ValueError(f"Can't resume from {folder}: no model.safetensors in it.")
+        problem = checkpoint_problem(folder)
+        if problem is not None:
+            raise ValueError(f"Can't resume from {folder}: {problem}.")
         saved = type(module.student).from_pretrained(folder, dtype=next(module.student.parameters()).dtype)
         module.student.load_state_dict(saved.state_dict(), strict=True)
         if (folder / PROJECTORS_NAME).is_file():
             module.projectors.load_state_dict(load_file(str(folder / PROJECTORS_NAME)), strict=True)
         elif module.projectors.state_dict():
             raise ValueError(f"Can't resume from {folder}: {PROJECTORS_NAME} is missing.")
+        if isinstance(self.train_dataset, IterableViewDataset):
+            self._resume_stream(folder)
+
+    def _resume_stream(self, folder: Path) -> None:
+        """Position every worker's stream after its last trained example, so the Trainer need not iterate (decode
+        and crop) the batches already seen."""
+        rank_file = folder / STREAM_STATE_NAME.format(rank=self.args.process_index)
+        if not rank_file.is_file():
+            raise ValueError(f"Can't resume streamed data from {folder}: {rank_file.name} is missing (a checkpoint "
+                             f"written with another number of processes?).")
+        state = json.loads(rank_file.read_text())
+        self._stream_epoch = int(state["epoch"])
+        self._stream_positions = {int(w): int(p) for w, p in state["positions"].items()}
+        self.train_dataset.resume_at(self._stream_positions, epoch=self._stream_epoch)
+        self.args.ignore_data_skip = True  # positioned: the Trainer must not skip batches by iterating them
 
     def create_model_card(self, model_name: str | None = None, **kwargs) -> None:
         """Render the student's model card into ``output_dir/README.md``."""
@@ -363,15 +460,37 @@ def _mean_std_tensors(mean: list[float], std: list[float]) -> tuple[torch.Tensor
     return torch.tensor(mean).view(1, 3, 1, 1), torch.tensor(std).view(1, 3, 1, 1)
 
 
+def deepspeed_teacher_config(training_config: dict, hidden_size: int) -> dict:
+    """The DeepSpeed config of a frozen teacher's inference engine, from the student's (training) config.
+
+    ZeRO-3 shards the teacher like the student, with the ``auto`` bucket sizes filled from the teacher's hidden size
+    (as TRL's ``prepare_deepspeed``: the Trainer fills them from the student's config, which has no hidden size for
+    Depth Anything); other stages replicate it (stage 0). No optimizer or scheduler.
+    """
+    config = copy.deepcopy(training_config)
+    config.pop("optimizer", None)
+    config.pop("scheduler", None)
+    zero = config.setdefault("zero_optimization", {})
+    if zero.get("stage") != 3:
+        zero["stage"] = 0
+        return config
+    sizes = {
+        "reduce_bucket_size": hidden_size * hidden_size,
+        "stage3_param_persistence_threshold": 10 * hidden_size,
+        "stage3_prefetch_bucket_size": int(0.9 * hidden_size * hidden_size),
+    }
+    for key, value in sizes.items():
+        if zero.get(key, "auto") == "auto":
+            zero[key] = value
+    return config
+
+
 def _prepare_deepspeed_teacher(teacher: torch.nn.Module, accelerator) -> torch.nn.Module:
     """Wrap a frozen teacher in an inference DeepSpeed engine (ZeRO-3 shards it; other stages replicate it)."""
     import deepspeed
 
-    config = copy.deepcopy(accelerator.state.deepspeed_plugin.deepspeed_config)
-    if config["zero_optimization"]["stage"] != 3:
-        config["zero_optimization"]["stage"] = 0
-    config.pop("optimizer", None)
-    config.pop("scheduler", None)
+    config = deepspeed_teacher_config(accelerator.state.deepspeed_plugin.deepspeed_config,
+                                      teacher.config.backbone_config.hidden_size)
     engine, *_ = deepspeed.initialize(model=teacher, config=config)
     engine.eval()
     return engine
