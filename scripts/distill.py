@@ -14,6 +14,7 @@ flag; the seed re-implementation's names (--batch_size, --lr, --num_iterations, 
 
 from __future__ import annotations
 
+import logging
 import sys
 
 from accelerate import PartialState
@@ -25,6 +26,10 @@ from hf_distill.training.trainer import NonFiniteLossError
 
 
 def main(argv: list[str]) -> int:
+    # The library's records (skipped broken images, resume, non-finite steps) reach the console; train.log gets them
+    # too (LogFileCallback).
+    logging.basicConfig(format="%(levelname)s %(name)s: %(message)s", level=logging.WARNING)
+    logging.getLogger("hf_distill").setLevel(logging.INFO)
     try:
         if not argv or argv[0] == "--demo":
             run_demo(argv[1:])

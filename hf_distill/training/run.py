@@ -8,12 +8,12 @@ from pathlib import Path
 
 import torch
 from transformers import set_seed
-from transformers.trainer_utils import get_last_checkpoint
 
 from hf_distill.data import ViewSampler, build_view_dataset, collate_views, load_training_source
 from hf_distill.data.sources import load_generated_scenes, load_nyu
 from hf_distill.models import build_depth_model, image_mean_std, load_depth_model, load_image_processor
 from hf_distill.training.arguments import DataArguments, DistillationArguments, ModelArguments
+from hf_distill.training.checkpoints import last_complete_checkpoint
 from hf_distill.training.student import StudentWithProjectors
 from hf_distill.training.trainer import DistillationTrainer
 
@@ -140,12 +140,12 @@ def train_student(trainer: DistillationTrainer, resume_from_checkpoint: str | No
 def run_distillation(
     model_args: ModelArguments, data_args: DataArguments, args: DistillationArguments
 ) -> DistillationTrainer:
-    """Build the trainer and train, resuming from the newest ``checkpoint-*`` in ``output_dir`` if there is one
-    (so a killed run continues when the same command is run again)."""
+    """Build the trainer and train, resuming from the newest complete ``checkpoint-*`` in ``output_dir`` if there is
+    one (so a killed run continues when the same command is run again)."""
     trainer = build_trainer(model_args, data_args, args)
     resume = args.resume_from_checkpoint
-    if resume is None and Path(args.output_dir).is_dir():
-        resume = get_last_checkpoint(args.output_dir)
+    if resume is None:
+        resume = last_complete_checkpoint(args.output_dir)
         if resume is not None:
             logger.warning("Resuming from %s", resume)
     train_student(trainer, resume)

@@ -381,6 +381,8 @@ class DistillationTrainer(Trainer):
             if final.exists():
                 shutil.rmtree(final)
             os.replace(staged, final)
+            with contextlib.suppress(OSError):
+                staged.parent.rmdir()  # the staging folder is empty again
             rotate_checkpoints(str(run_dir), save_total_limit=self.args.save_total_limit,
                                best_model_checkpoint=self.state.best_model_checkpoint)
         self.accelerator.wait_for_everyone()
