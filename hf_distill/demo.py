@@ -17,11 +17,12 @@ import numpy as np
 from PIL import Image
 from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation
 
-from hf_distill.data.synthetic import render_scene, write_image_folder
+from hf_distill.data.synthetic import render_scene
 from hf_distill.evaluation.benchmarks import EvalSample
 from hf_distill.evaluation.predict import evaluate_model
 from hf_distill.hub import update_model_card
 from hf_distill.models import tiny_depth_config
+from hf_distill.testing import write_image_folder
 from hf_distill.training.arguments import parse_distill_args
 from hf_distill.training.run import build_trainer, train_student
 

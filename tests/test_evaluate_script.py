@@ -15,7 +15,6 @@ from PIL import Image
 from transformers import DepthAnythingForDepthEstimation
 
 from conftest import CARD_ROUNDING
-from hf_distill.data.synthetic import write_eval_benchmark
 from hf_distill.evaluation import (
     BENCHMARKS,
     METRIC_NAMES,
@@ -25,6 +24,7 @@ from hf_distill.evaluation import (
     predict_depth,
 )
 from hf_distill.models import default_image_processor, tiny_depth_config
+from hf_distill.testing import write_eval_benchmark
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "scripts" / "evaluate.py"

@@ -14,7 +14,6 @@ from transformers import DepthAnythingForDepthEstimation, TrainerCallback, pipel
 
 from hf_distill.data import collate_views
 from hf_distill.demo import DEMO_TEACHER
-from hf_distill.data.synthetic import write_image_folder, write_nyu_csv_layout, write_webdataset_shards
 from hf_distill.losses import (
     distillation_loss,
     feature_alignment_loss,
@@ -22,6 +21,7 @@ from hf_distill.losses import (
     local_global_loss,
 )
 from hf_distill.models import EncoderTokenTap, default_image_processor, tiny_depth_config
+from hf_distill.testing import write_image_folder, write_nyu_csv_layout, write_webdataset_shards
 from hf_distill.training.arguments import parse_distill_args
 from hf_distill.training.run import build_trainer, run_distillation
 
