@@ -22,14 +22,6 @@ from hf_distill.data.sources import IMAGE_EXTENSIONS
 from hf_distill.data.synthetic import SyntheticScene, render_scene
 from hf_distill.evaluation.benchmarks import BENCHMARKS
 
-__all__ = [
-    "scene_for",
-    "write_eval_benchmark",
-    "write_image_folder",
-    "write_nyu_csv_layout",
-    "write_webdataset_shards",
-]
-
 _SCENE_TAGS = {"nyu_train": 1, "nyu_test": 2, "images": 3, "webdataset": 4, "nyu": 5, "kitti": 6, "eth3d": 7,
                "scannet": 8, "diode": 9}
 
