@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Evaluation throughput (images/s) on NYU-sized fixtures.
 
-Writes ``--num_samples`` NYUv2 test frames (480x640, Marigold layout) with the synthetic writer, then
+Writes ``--num_samples`` NYUv2 test frames (480x640, Marigold layout) with the hf_distill.testing writer, then
 times, per image: reading a sample (PNG decode + masks), the metrics alone (disparity alignment +
 metrics on a precomputed full-size prediction), and the whole evaluation (read, preprocess, forward at
 ``--processing_res``, bicubic resize, metrics) for randomly initialised models of the given structures
@@ -23,9 +23,9 @@ from pathlib import Path
 import torch
 from transformers import DepthAnythingForDepthEstimation
 
-from hf_distill.data.synthetic import write_eval_benchmark
 from hf_distill.evaluation import BENCHMARKS, evaluate_depth, evaluate_model, load_benchmark, predict_depth
 from hf_distill.models import default_image_processor, depth_config, tiny_depth_config
+from hf_distill.testing import write_eval_benchmark
 
 
 def images_per_second(count: int, seconds: float) -> str:

@@ -18,10 +18,10 @@ import torch.nn.functional as F
 from hf_distill.losses import (
     DistillationLoss,
     FeatureProjector,
-    distillation_loss,
     feature_alignment_loss,
     gradient_matching_loss,
     local_global_loss,
+    normalized_l1,
 )
 
 
@@ -124,7 +124,7 @@ def main() -> None:
 
         def ours(backward: bool) -> torch.Tensor:
             s = student.detach().requires_grad_(backward)
-            loss = distillation_loss(s, teacher, **kwargs)
+            loss = normalized_l1(s, teacher, **kwargs)
             if backward:
                 loss.backward()
             sync()
@@ -178,7 +178,7 @@ def main() -> None:
     t = interleaved(
         {
             "total": step,
-            "sc": backward_of(lambda s: distillation_loss(s, teacher)),
+            "sc": backward_of(lambda s: normalized_l1(s, teacher)),
             "lg": backward_of(lambda s: local_global_loss(s, teacher_patches, boxes)),
             "grad": backward_of(lambda s: gradient_matching_loss(s, teacher)),
             "feat": feat,

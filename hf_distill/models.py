@@ -1,4 +1,4 @@
-"""Depth Anything models: aliases, real and tiny structures, loading, freezing and encoder-token taps.
+"""Depth Anything models: aliases, real and tiny structures, loading (Hub, folders, weights files) and encoder-token taps.
 
 Every model is a `transformers.DepthAnythingForDepthEstimation`: a DINOv2 backbone (`model.backbone`), a DPT neck
 (`model.neck`) and a depth head (`model.head`). Relative models predict disparity-like maps (B, H, W).
@@ -9,18 +9,20 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import pickle
 from pathlib import Path
 
 import torch
 from huggingface_hub import hf_hub_download
 from huggingface_hub.errors import HFValidationError
+from safetensors.torch import load_file
 from transformers import AutoConfig, AutoImageProcessor, DepthAnythingConfig, DepthAnythingForDepthEstimation, Dinov2Config
 from transformers.image_processing_utils import BaseImageProcessor
 from transformers.image_utils import PILImageResampling
 from transformers.utils import is_torchvision_available
 from transformers.utils import logging as hf_logging
 
-from hf_distill.convert import load_hf_state_dict
+from hf_distill.convert import convert_state_dict, is_hf_state_dict
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +49,8 @@ IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
 PATCH_SIZE = 14
 IMAGE_SIZE = 518
+_WRAPPER_KEYS = ("model", "state_dict")
+_TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
 
 
 class ModelNotFoundError(OSError):
@@ -326,22 +330,73 @@ def load_depth_model(
     return reinitialize_decoder(model) if init == "backbone" else model
 
 
+def _unwrap(loaded: object, path: Path) -> dict[str, torch.Tensor]:
+    """The state dict inside a torch.load result: top level, or under "model" / "state_dict"."""
+    for key in _WRAPPER_KEYS:
+        if isinstance(loaded, dict) and isinstance(loaded.get(key), dict):
+            loaded = loaded[key]
+    if not isinstance(loaded, dict) or not all(isinstance(value, torch.Tensor) for value in loaded.values()):
+        raise ValueError(f"{path}: expected a state dict of tensors (at top level or under 'model' / 'state_dict')")
+    return loaded
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Tensors of a .safetensors or .pth/.pt/.bin/.ckpt file (the latter via torch.load(weights_only=True)).
+
+    A DistributedDataParallel `module.` prefix on every key is dropped.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: checkpoint file not found")
+    if path.suffix == ".safetensors":
+        state_dict = load_file(path)
+    elif path.suffix in _TORCH_SUFFIXES:
+        try:
+            loaded = torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as error:
+            raise ValueError(
+                f"{path}: torch.load(weights_only=True) refused it (it pickles more than tensors: "
+                f"{str(error).strip().splitlines()[0]}); re-save only the state dict, or as safetensors"
+            ) from error
+        state_dict = _unwrap(loaded, path)
+    else:
+        raise ValueError(f"{path}: unsupported checkpoint format '{path.suffix}' (use .safetensors or .pth)")
+    if state_dict and all(key.startswith("module.") for key in state_dict):
+        state_dict = {key.removeprefix("module."): value for key, value in state_dict.items()}
+    return state_dict
+
+
+
+def _model_from_weights_file(
+    config: DepthAnythingConfig, path: str | Path, *, dtype: torch.dtype | None = None
+) -> DepthAnythingForDepthEstimation:
+    """The one loading path of weights files: read, convert an original layout (`hf_distill.convert`), log the
+    notes (INFO), build the model of `config` holding exactly those weights."""
+    state_dict = read_state_dict(path)
+    if is_hf_state_dict(state_dict):
+        notes = ["already in Hugging Face layout: no conversion needed"]
+    else:
+        try:
+            state_dict, notes = convert_state_dict(state_dict)
+        except ValueError as error:
+            raise ValueError(f"{path}: {error}") from error
+    for note in notes:
+        logger.info("%s: note: %s", path, note)
+    return model_from_state_dict(config, state_dict, source=str(path), dtype=dtype)
+
+
 def load_weights_file(model: DepthAnythingForDepthEstimation, path: str | Path) -> DepthAnythingForDepthEstimation:
     """Load a weights file (.safetensors or .pth; HF layout or original Depth Anything layout) into `model`.
 
     Original layouts are converted with `hf_distill.convert`; every parameter must be covered.
     """
-    state_dict, notes = load_hf_state_dict(path, model.config)
-    for note in notes:
-        logger.info("%s: %s", path, note)
-    loaded = model_from_state_dict(model.config, state_dict, source=str(path))
-    model.load_state_dict(loaded.state_dict())
+    model.load_state_dict(_model_from_weights_file(model.config, path).state_dict())
     return model
 
 
 def build_depth_model(
     arch: str,
-    checkpoint: str | None = None,
+    checkpoint: str | Path | None = None,
     *,
     init: str = "pretrained",
     dtype: torch.dtype | None = None,
@@ -357,19 +412,21 @@ def build_depth_model(
     _check_init(init)
     if init == "random":
         raise ValueError(f"init='random' contradicts checkpoint='{checkpoint}': a checkpoint supplies the weights")
-    config = load_depth_config(arch)
-    state_dict, notes = load_hf_state_dict(checkpoint, config)
-    for note in notes:
-        logger.info("%s: %s", checkpoint, note)
-    model = model_from_state_dict(config, state_dict, source=str(checkpoint), dtype=dtype)
+    model = _model_from_weights_file(load_depth_config(arch), checkpoint, dtype=dtype)
     return reinitialize_decoder(model) if init == "backbone" else model
 
 
-def freeze_model(model: torch.nn.Module) -> torch.nn.Module:
-    """Eval mode and no gradients (a teacher). Returns the same model."""
-    model.eval()
-    model.requires_grad_(False)
-    return model
+def convert_checkpoint(checkpoint: str | Path, arch: str, output_dir: str | Path) -> Path:
+    """Write an HF model folder (config.json, model.safetensors, preprocessor_config.json) from a checkpoint.
+
+    `arch`: an alias (real structure, offline) or a config.json / model folder. The folder loads with
+    `DepthAnythingForDepthEstimation.from_pretrained` with no missing or unexpected keys. Conversion notes are
+    logged (logger "hf_distill.models", INFO).
+    """
+    output_dir = Path(output_dir)
+    build_depth_model(arch, checkpoint).save_pretrained(output_dir)
+    default_image_processor().save_pretrained(output_dir)
+    return output_dir
 
 
 def default_image_processor(size: int = IMAGE_SIZE) -> BaseImageProcessor:

@@ -10,8 +10,7 @@ import argparse
 import logging
 import sys
 
-from hf_distill.convert import convert_checkpoint
-from hf_distill.models import MODEL_ALIASES
+from hf_distill.models import MODEL_ALIASES, convert_checkpoint
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -24,7 +24,7 @@ from transformers import DepthAnythingForDepthEstimation
 from hf_distill.demo import DEMO_PROCESSING_SIZE, demo_eval_samples, demo_teacher_config, evaluate_on_samples
 from hf_distill.data.synthetic import render_scene
 from hf_distill.hub import build_model_card
-from hf_distill.losses import distillation_loss, gradient_matching_loss
+from hf_distill.losses import gradient_matching_loss, normalized_l1
 from hf_distill.models import default_image_processor
 
 TRAIN_SEED_OFFSET = 100_000  # training scenes never overlap the held-out scenes (seeds < 10_000)
@@ -78,7 +78,7 @@ def train(args: argparse.Namespace) -> DepthAnythingForDepthEstimation:
         view, depth = random_views(images, depths, args.batch_size, DEMO_PROCESSING_SIZE, generator)
         disparity = 1.0 / depth
         pred = model(pixel_values=(view - mean) / std).predicted_depth
-        loss = distillation_loss(pred, disparity, normalization="global") + 0.5 * gradient_matching_loss(
+        loss = normalized_l1(pred, disparity, normalization="global") + 0.5 * gradient_matching_loss(
             pred, disparity
         )
         optimizer.zero_grad(set_to_none=True)

@@ -16,7 +16,7 @@ import pytest  # noqa: E402  (imports after the environment above)
 import torch  # noqa: E402
 from transformers import DepthAnythingForDepthEstimation  # noqa: E402
 
-from hf_distill.data.synthetic import write_image_folder, write_webdataset_shards  # noqa: E402
+from hf_distill.testing import write_image_folder, write_webdataset_shards  # noqa: E402
 from hf_distill.hub import CARD_DECIMALS  # noqa: E402
 from hf_distill.models import default_image_processor, tiny_depth_config  # noqa: E402
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from hf_distill.data.synthetic import write_eval_benchmark
 from hf_distill.evaluation import BENCHMARKS, evaluate_depth, load_benchmark
+from hf_distill.testing import write_eval_benchmark
 
 
 @pytest.fixture(scope="module")

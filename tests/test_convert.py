@@ -1,6 +1,7 @@
 """Original Depth Anything layout -> HF layout: round trips through an independently written inverse mapping."""
 
 import argparse
+import ast
 import json
 import logging
 import runpy
@@ -13,8 +14,8 @@ import torch
 from safetensors.torch import save_file
 from transformers import DepthAnythingForDepthEstimation
 
-from hf_distill.convert import convert_checkpoint, convert_state_dict, is_hf_state_dict, read_state_dict
-from hf_distill.models import build_depth_model, load_weights_file, tiny_depth_config
+from hf_distill.convert import convert_state_dict, is_hf_state_dict
+from hf_distill.models import build_depth_model, convert_checkpoint, load_weights_file, read_state_dict, tiny_depth_config
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -132,7 +133,7 @@ def test_convert_checkpoint_round_trip(tmp_path, like, prefix, suffix):
 def test_convert_state_dict_splits_qkv_and_reverses_refinenets():
     source = random_model("small", seed=2)
     original = to_original(source, "pretrained.")
-    converted, notes = convert_state_dict(original, source.config)
+    converted, notes = convert_state_dict(original)
     hidden = source.config.backbone_config.hidden_size
     qkv = original["pretrained.blocks.3.attn.qkv.weight"]
     assert torch.equal(converted["backbone.encoder.layer.3.attention.k_proj.weight"], qkv[hidden : 2 * hidden])
@@ -148,7 +149,7 @@ def test_missing_mask_token_is_zero_filled_and_noted():
     source = random_model("small", seed=3)
     original = to_original(source, "backbone.")
     del original["backbone.mask_token"]
-    converted, notes = convert_state_dict(original, source.config)
+    converted, notes = convert_state_dict(original)
     assert torch.equal(converted["backbone.embeddings.mask_token"], torch.zeros(1, 32))
     assert any("mask_token" in note and "zeros" in note for note in notes)
 
@@ -159,14 +160,15 @@ def test_junk_keys_are_named():
     original["pretrained.blocks.0.attn.rel_pos"] = torch.zeros(3)
     original["optimizer_step"] = torch.zeros(1)
     with pytest.raises(ValueError, match="2 checkpoint keys match nothing") as error:
-        convert_state_dict(original, source.config)
+        convert_state_dict(original)
     assert "pretrained.blocks.0.attn.rel_pos" in str(error.value) and "optimizer_step" in str(error.value)
 
 
-def test_wrong_architecture_is_reported():
-    original = to_original(random_model("small", seed=5), "pretrained.")
-    with pytest.raises(ValueError, match="wrong --arch") as error:
-        convert_state_dict(original, tiny_depth_config("large"))
+def test_wrong_architecture_is_reported(tmp_path):
+    save_file(to_original(random_model("small", seed=5), "pretrained."), tmp_path / "small.safetensors")
+    large = random_model("large", seed=5)
+    with pytest.raises(ValueError, match="small.safetensors: weights do not fit the architecture .wrong arch") as error:
+        build_depth_model(str(arch_folder(large, tmp_path)), tmp_path / "small.safetensors")
     assert "backbone.encoder.layer.4" in str(error.value)  # the large look-alike has 8 layers, the file 4
 
 
@@ -232,3 +234,11 @@ def test_cli_error_is_one_line_exit_2(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2
     assert err.count("\n") == 1 and "nope.pth" in err and "not found" in err
+
+
+def test_convert_is_a_leaf():
+    # convert.py only maps keys: models.py imports it, never the other way round.
+    tree = ast.parse((REPO / "hf_distill" / "convert.py").read_text())
+    imported = [node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)]
+    imported += [alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names]
+    assert imported and not [name for name in imported if name and name.startswith("hf_distill")]

@@ -15,7 +15,6 @@ from PIL import Image
 from transformers import DepthAnythingForDepthEstimation
 
 from conftest import CARD_ROUNDING
-from hf_distill.data.synthetic import write_eval_benchmark
 from hf_distill.evaluation import (
     BENCHMARKS,
     METRIC_NAMES,
@@ -24,7 +23,9 @@ from hf_distill.evaluation import (
     load_model_and_processor,
     predict_depth,
 )
+from hf_distill.evaluation.run import benchmark_roots
 from hf_distill.models import default_image_processor, tiny_depth_config
+from hf_distill.testing import write_eval_benchmark
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "scripts" / "evaluate.py"
@@ -118,9 +119,8 @@ def test_errors_are_one_line_and_nonzero(setup, tmp_path, capsys):
 
 
 def test_data_dir_parent_folder(tmp_path):
-    script = _load_script()
     (tmp_path / "kitti.tar").write_bytes(b"")
-    assert script.benchmark_roots(["nyu", "kitti"], str(tmp_path)) == {
+    assert benchmark_roots(["nyu", "kitti"], str(tmp_path)) == {
         "nyu": tmp_path / "nyu", "kitti": tmp_path / "kitti.tar"}
 
 

@@ -7,16 +7,19 @@ import pytest
 import torch
 
 from hf_distill.losses import (
+    CONTEXT_FAMILIES,
+    ContextFamily,
     DistillationLoss,
     FeatureProjector,
     crop_boxes,
-    distillation_loss,
     feature_alignment_loss,
     gradient_matching_loss,
     local_global_loss,
     normalize_global,
+    normalized_l1,
     shared_context_loss,
 )
+from hf_distill.losses.median_mad import TeacherValues
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -34,6 +37,13 @@ def reference_contexts(t: torch.Tensor, valid: torch.Tensor, variant: str, level
                 cell = torch.zeros(height, width, dtype=torch.bool)
                 cell[i * height // n : (i + 1) * height // n, j * width // n : (j + 1) * width // n] = True
                 masks.append(cell & valid)
+        return masks
+    if variant == "rows":  # the family registered by test_a_new_context_family_is_one_function_and_one_entry
+        masks = []
+        for i in range(n):
+            band = torch.zeros(height, width, dtype=torch.bool)
+            band[i * height // n : (i + 1) * height // n] = True
+            masks.append(band & valid)
         return masks
     values = t[valid]
     if values.numel() == 0:
@@ -111,10 +121,10 @@ STRATEGIES = list(itertools.product(["none", "global", "local", "hybrid"], ["dr"
 
 
 @pytest.mark.parametrize("case", CASES)
-def test_distillation_loss_matches_loop_reference(case):
+def test_normalized_l1_matches_loop_reference(case):
     student, teacher, mask = make_case(case)
     for normalization, variant, levels in STRATEGIES:
-        ours = distillation_loss(
+        ours = normalized_l1(
             student, teacher, mask, normalization=normalization, hdn_variant=variant, hdn_levels=levels
         )
         expected = reference_loss(student, teacher, mask, normalization, variant, levels)
@@ -124,11 +134,37 @@ def test_distillation_loss_matches_loop_reference(case):
         )
 
 
+def row_bands(teacher: TeacherValues, side: int) -> torch.Tensor:
+    """A context family for the registry test: ``side`` bands of rows, split like the ``ds`` grid's rows."""
+    batch, height, width = teacher.maps.shape
+    band = torch.empty(height, dtype=torch.int32)
+    for i in range(side):
+        band[i * height // side : (i + 1) * height // side] = i
+    return band[:, None].expand(height, width).reshape(1, -1).expand(batch, -1)
+
+
+@pytest.mark.parametrize("case", ["holes", "no_mask", "nearly_empty"])
+def test_a_new_context_family_is_one_function_and_one_entry(monkeypatch, case):
+    monkeypatch.setitem(CONTEXT_FAMILIES, "rows", ContextFamily(row_bands))
+    student, teacher, mask = make_case(case)
+    for normalization, levels in [("local", 3), ("hybrid", 3), ("hybrid", 1)]:
+        ours_input, reference_input = student.clone().requires_grad_(True), student.clone().requires_grad_(True)
+        ours = normalized_l1(ours_input, teacher, mask, normalization=normalization, hdn_variant="rows",
+                             hdn_levels=levels)
+        expected = reference_loss(reference_input, teacher, mask, normalization, "rows", levels)
+        torch.testing.assert_close(ours, expected, rtol=1e-5, atol=1e-6)
+        ours.backward()
+        expected.backward()
+        torch.testing.assert_close(ours_input.grad, reference_input.grad, rtol=1e-4, atol=1e-6)
+    with pytest.raises(ValueError, match="'dr', 'dp', 'ds', 'rows'"):
+        normalized_l1(student, teacher, hdn_variant="rows2")
+
+
 @pytest.mark.parametrize("variant", ["dr", "dp", "ds"])
 def test_deep_hierarchies_with_many_empty_contexts(variant):
     # 5 levels on 19 x 27 maps: a 16 x 16 grid has empty rows of cells, value bins run empty.
     student, teacher, mask = make_case("holes", seed=6)
-    ours = distillation_loss(student, teacher, mask, hdn_variant=variant, hdn_levels=5)
+    ours = normalized_l1(student, teacher, mask, hdn_variant=variant, hdn_levels=5)
     torch.testing.assert_close(ours, reference_loss(student, teacher, mask, "hybrid", variant, 5), rtol=1e-5, atol=1e-6)
 
 
@@ -140,7 +176,7 @@ def test_gradient_matches_loop_reference(case, normalization, variant):
     student, teacher, mask = make_case(case, seed=3)
     ours_input = student.clone().requires_grad_(True)
     ref_input = student.clone().requires_grad_(True)
-    distillation_loss(ours_input, teacher, mask, normalization=normalization, hdn_variant=variant).backward()
+    normalized_l1(ours_input, teacher, mask, normalization=normalization, hdn_variant=variant).backward()
     reference_loss(ref_input, teacher, mask, normalization, variant, 3).backward()
     torch.testing.assert_close(ours_input.grad, ref_input.grad, rtol=1e-4, atol=1e-6)
 
@@ -153,7 +189,7 @@ def test_spatial_contexts_on_divisible_maps_without_mask():
     for normalization in ["global", "local", "hybrid"]:
         ours_input = student.clone().requires_grad_(True)
         ref_input = student.clone().requires_grad_(True)
-        ours = distillation_loss(ours_input, teacher, normalization=normalization, hdn_variant="ds")
+        ours = normalized_l1(ours_input, teacher, normalization=normalization, hdn_variant="ds")
         expected = reference_loss(ref_input, teacher, None, normalization, "ds", 3)
         torch.testing.assert_close(ours, expected, rtol=1e-5, atol=1e-6)
         ours.backward()
@@ -190,14 +226,14 @@ def test_normalised_strategies_ignore_scale_and_shift(variant):
     student, teacher, mask = make_case("holes", seed=1)
     for normalization in ["global", "local", "hybrid"]:
         kwargs = dict(normalization=normalization, hdn_variant=variant)
-        base = distillation_loss(student, teacher, mask, **kwargs)
-        teacher_moved = distillation_loss(student, 3.7 * teacher + 12.0, mask, **kwargs)
-        student_moved = distillation_loss(0.2 * student - 5.0, teacher, mask, **kwargs)
+        base = normalized_l1(student, teacher, mask, **kwargs)
+        teacher_moved = normalized_l1(student, 3.7 * teacher + 12.0, mask, **kwargs)
+        student_moved = normalized_l1(0.2 * student - 5.0, teacher, mask, **kwargs)
         torch.testing.assert_close(teacher_moved, base, rtol=1e-4, atol=0)
         torch.testing.assert_close(student_moved, base, rtol=1e-4, atol=0)
-    base = distillation_loss(student, teacher, mask, normalization="none")
-    assert not torch.isclose(distillation_loss(student, 3.7 * teacher + 12.0, mask, normalization="none"), base)
-    assert not torch.isclose(distillation_loss(0.2 * student - 5.0, teacher, mask, normalization="none"), base)
+    base = normalized_l1(student, teacher, mask, normalization="none")
+    assert not torch.isclose(normalized_l1(student, 3.7 * teacher + 12.0, mask, normalization="none"), base)
+    assert not torch.isclose(normalized_l1(0.2 * student - 5.0, teacher, mask, normalization="none"), base)
 
 
 @pytest.mark.parametrize("normalization,variant", [("none", "dr"), ("global", "dr"), ("hybrid", "dr"),
@@ -210,19 +246,19 @@ def test_degenerate_inputs_give_finite_values_and_gradients(normalization, varia
     mask[1] = False
     mask[1, 2, 3] = True  # one valid pixel
     mask[2] = False  # no valid pixel
-    loss = distillation_loss(student, teacher, mask, **kwargs)
+    loss = normalized_l1(student, teacher, mask, **kwargs)
     loss.backward()
     assert torch.isfinite(loss) and torch.isfinite(student.grad).all()
     assert (student.grad[~mask] == 0).all()
 
     constant = torch.full((3, 6, 7), -1.5, requires_grad=True)
-    loss = distillation_loss(constant, teacher, None, **kwargs)
+    loss = normalized_l1(constant, teacher, None, **kwargs)
     loss.backward()
     assert torch.isfinite(loss) and torch.isfinite(constant.grad).all()
 
     empty = torch.zeros(3, 6, 7, dtype=torch.bool)
     student.grad = None
-    loss = distillation_loss(student, teacher, empty, **kwargs)
+    loss = normalized_l1(student, teacher, empty, **kwargs)
     loss.backward()
     assert loss.item() == 0.0 and (student.grad == 0).all()
 
@@ -241,15 +277,15 @@ def test_teacher_receives_no_gradient():
 def test_bad_options_and_shapes_raise_clear_errors():
     maps = torch.rand(2, 4, 5)
     with pytest.raises(ValueError, match="--normalization"):
-        distillation_loss(maps, maps, normalization="median")
+        normalized_l1(maps, maps, normalization="median")
     with pytest.raises(ValueError, match="hdn_variant"):
-        distillation_loss(maps, maps, hdn_variant="dx")
+        normalized_l1(maps, maps, hdn_variant="dx")
     with pytest.raises(ValueError, match="hdn_levels"):
-        distillation_loss(maps, maps, hdn_levels=0)
+        normalized_l1(maps, maps, hdn_levels=0)
     with pytest.raises(ValueError, match="one shape"):
-        distillation_loss(maps, torch.rand(2, 4, 6))
+        normalized_l1(maps, torch.rand(2, 4, 6))
     with pytest.raises(ValueError, match="mask"):
-        distillation_loss(maps, maps, torch.ones(2, 4, 4, dtype=torch.bool))
+        normalized_l1(maps, maps, torch.ones(2, 4, 4, dtype=torch.bool))
     with pytest.raises(ValueError, match="lambda_grad"):
         DistillationLoss(lambda_grad=-1.0)
     with pytest.raises(ValueError, match="boxes"):
@@ -287,7 +323,7 @@ def test_local_global_loss_is_the_mean_over_patches_of_crop_losses():
     boxes = boxes.expand(2, -1, -1)
     crops = crop_boxes(student, boxes, (8, 10))
     for kwargs in [dict(normalization="hybrid", hdn_variant="dr"), dict(normalization="global")]:
-        expected = torch.stack([distillation_loss(crops[:, p], patches[:, p], **kwargs) for p in range(3)]).mean()
+        expected = torch.stack([normalized_l1(crops[:, p], patches[:, p], **kwargs) for p in range(3)]).mean()
         torch.testing.assert_close(local_global_loss(student, patches, boxes, **kwargs), expected)
     # A teacher patch that is an affine function of the student's crop costs nothing.
     affine = 4.0 * crops + 1.0
@@ -301,7 +337,7 @@ def test_local_global_loss_per_patch_masks():
     mask = torch.ones(2, 2, 6, 6, dtype=torch.bool)
     mask[:, 1, :3] = False
     crops = crop_boxes(student, boxes, (6, 6))
-    expected = sum(distillation_loss(crops[:, p], patches[:, p], mask[:, p]) for p in range(2)) / 2
+    expected = sum(normalized_l1(crops[:, p], patches[:, p], mask[:, p]) for p in range(2)) / 2
     torch.testing.assert_close(local_global_loss(student, patches, boxes, mask), expected)
 
 
@@ -412,7 +448,7 @@ def test_distillation_loss_module_is_the_weighted_sum_of_its_terms():
         "lg": local_global_loss(student, patches, boxes, **norm),
         "feat": feature_alignment_loss(s_tok, t_tok, projector),
         "grad": gradient_matching_loss(student, teacher),
-        "hdn": distillation_loss(student, teacher, normalization="hybrid", hdn_variant="dp", hdn_levels=3),
+        "hdn": normalized_l1(student, teacher, normalization="hybrid", hdn_variant="dp", hdn_levels=3),
     }
     assert set(terms) == set(expected)
     for name, value in expected.items():
@@ -442,9 +478,9 @@ def test_losses_are_fp32_under_bf16_autocast():
     expected_total, expected = criterion(student, teacher, patches, boxes, s_tok, t_tok, projector)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         total, terms = criterion(student, teacher, patches, boxes, s_tok, t_tok, projector)
-        bf16_loss = distillation_loss(student.bfloat16(), teacher.bfloat16())
+        bf16_loss = normalized_l1(student.bfloat16(), teacher.bfloat16())
     assert total.dtype == torch.float32 and bf16_loss.dtype == torch.float32
     torch.testing.assert_close(total, expected_total)
     for name in expected:
         torch.testing.assert_close(terms[name], expected[name])
-    torch.testing.assert_close(bf16_loss, distillation_loss(student.bfloat16().float(), teacher.bfloat16().float()))
+    torch.testing.assert_close(bf16_loss, normalized_l1(student.bfloat16().float(), teacher.bfloat16().float()))

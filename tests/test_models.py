@@ -16,7 +16,6 @@ from hf_distill.models import (
     build_depth_model,
     default_image_processor,
     depth_config,
-    freeze_model,
     image_mean_std,
     load_depth_model,
     load_weights_file,
@@ -182,11 +181,6 @@ def test_hf_weight_files_and_build_depth_model(saved_tiny, tmp_path):
     wrong = DepthAnythingForDepthEstimation(tiny_depth_config("small", fusion_hidden_size=8))
     with pytest.raises(ValueError, match="model.safetensors.*mismatched"):
         load_weights_file(wrong, folder / "model.safetensors")
-
-
-def test_freeze_model():
-    model = freeze_model(DepthAnythingForDepthEstimation(tiny_depth_config("small")).train())
-    assert not model.training and not any(parameter.requires_grad for parameter in model.parameters())
 
 
 def test_default_image_processor():

@@ -12,7 +12,7 @@ import torch
 from transformers import DepthAnythingForDepthEstimation, Trainer, TrainerCallback
 
 import hf_distill.data.views as views
-from hf_distill.data.synthetic import write_image_folder, write_webdataset_shards
+from hf_distill.testing import write_image_folder, write_webdataset_shards
 from hf_distill.models import default_image_processor, tiny_depth_config
 from hf_distill.training.arguments import parse_distill_args
 from hf_distill.training.checkpoints import MANIFEST_NAME

@@ -8,8 +8,8 @@ from PIL import Image
 
 import datasets
 from hf_distill.data.sources import load_images, load_nyu, load_training_source, load_webdataset, read_nyu_depth
-from hf_distill.data.synthetic import write_image_folder, write_nyu_csv_layout, write_webdataset_shards
 from hf_distill.data.views import IterableViewDataset
+from hf_distill.testing import write_image_folder, write_nyu_csv_layout, write_webdataset_shards
 
 TINY = (16, 20)
 

@@ -14,14 +14,14 @@ from transformers import DepthAnythingForDepthEstimation, TrainerCallback, pipel
 
 from hf_distill.data import collate_views
 from hf_distill.demo import DEMO_TEACHER
-from hf_distill.data.synthetic import write_nyu_csv_layout
 from hf_distill.losses import (
-    distillation_loss,
     feature_alignment_loss,
     gradient_matching_loss,
     local_global_loss,
+    normalized_l1,
 )
-from hf_distill.models import EncoderTokenTap, default_image_processor, tiny_depth_config
+from hf_distill.models import EncoderTokenTap, tiny_depth_config
+from hf_distill.testing import write_nyu_csv_layout
 from hf_distill.training.arguments import parse_distill_args
 from hf_distill.training.run import build_trainer, run_distillation
 
@@ -117,11 +117,11 @@ def test_compute_loss_is_the_weighted_sum_of_the_terms(assets, tmp_path):
     student_tokens = module.projectors[0](tap.tokens)
 
     expected = (
-        1.0 * distillation_loss(student_global, teacher_global, normalization="global")
+        1.0 * normalized_l1(student_global, teacher_global, normalization="global")
         + 0.5 * local_global_loss(student_global, teacher_patches, batch["global_boxes"], normalization="global")
         + 0.7 * feature_alignment_loss(student_tokens, teacher_tokens, None, margin=0.85)
         + 2.0 * gradient_matching_loss(student_global, teacher_global)
-        + 0.8 * distillation_loss(student_global, teacher_global, normalization="hybrid", hdn_variant="dr",
+        + 0.8 * normalized_l1(student_global, teacher_global, normalization="hybrid", hdn_variant="dr",
                                   hdn_levels=3)
     )
     torch.testing.assert_close(total, expected, rtol=1e-5, atol=1e-6)

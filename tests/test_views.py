@@ -12,8 +12,8 @@ from PIL import Image
 
 from hf_distill.data.collate import collate_views
 from hf_distill.data.sources import load_images, load_nyu, load_webdataset
-from hf_distill.data.synthetic import write_nyu_csv_layout, write_webdataset_shards
 from hf_distill.data.views import ViewDataset, ViewSampler, build_view_dataset, IterableViewDataset
+from hf_distill.testing import write_nyu_csv_layout, write_webdataset_shards
 
 H, W = 200, 240
 

@@ -2,14 +2,7 @@
 
 from .collate import collate_views
 from .sources import load_images, load_nyu, load_training_source, load_webdataset, read_nyu_depth
-from .synthetic import (
-    SyntheticScene,
-    render_scene,
-    write_eval_benchmark,
-    write_image_folder,
-    write_nyu_csv_layout,
-    write_webdataset_shards,
-)
+from .synthetic import SyntheticScene, render_scene
 from .views import IterableViewDataset, ViewDataset, ViewSampler, build_view_dataset
 
 __all__ = [
@@ -25,8 +18,4 @@ __all__ = [
     "load_webdataset",
     "read_nyu_depth",
     "render_scene",
-    "write_eval_benchmark",
-    "write_image_folder",
-    "write_nyu_csv_layout",
-    "write_webdataset_shards",
 ]

@@ -1,4 +1,4 @@
-"""Procedural RGB-D scenes with exact depth, and writers for every on-disk format the project reads.
+"""Procedural RGB-D scenes with exact depth.
 
 `render_scene` ray casts a furnished room (floor, walls, ceiling, boxes, tables, spheres) through a
 pinhole camera, vectorised over pixels with numpy. Textures are defined in world coordinates, so their
@@ -8,30 +8,17 @@ ceiling light with a cast shadow, plus a hemispherical ambient term and corner d
 
 Depth is the camera z-depth in metres (not the ray length), float32 and strictly positive.
 
-The writers lay rendered scenes out exactly as the real datasets are stored (units included), so tests
-and the demo exercise the same readers as real data; nothing is downloaded.
+The writers that lay rendered scenes out in each dataset's on-disk format are in `hf_distill.testing`.
 """
 
 from __future__ import annotations
 
-import io
-import json
 import math
-import tarfile
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
-__all__ = [
-    "SyntheticScene",
-    "render_scene",
-    "write_nyu_csv_layout",
-    "write_image_folder",
-    "write_webdataset_shards",
-    "write_eval_benchmark",
-]
+__all__ = ["SyntheticScene", "render_scene"]
 
 _EPS = 1e-4
 _CUBE = np.array([[x, y, z] for x in (-1, 1) for y in (-1, 1) for z in (-1, 1)], dtype=np.float32)  # (8, 3)
@@ -422,7 +409,7 @@ def _frame(rng: np.random.Generator, s0: float, s1: float, y0: float, y1: float)
 
 
 # ----------------------------------------------------------------------------------------------
-# Rendering
+# Rendering: sample the scene, cast the rays, describe the hit surfaces, light them, develop the image
 # ----------------------------------------------------------------------------------------------
 
 
@@ -437,18 +424,47 @@ def _rotation(yaw: float, pitch: float, roll: float) -> np.ndarray:
     return (ry @ rx @ rz).astype(np.float32)
 
 
-def render_scene(seed: int, height: int, width: int) -> SyntheticScene:
-    """Render a random furnished room, deterministic by `seed`, at any size.
+@dataclass
+class _Layout:
+    """Everything random about a scene but the sensor noise."""
 
-    Returns image uint8 (H, W, 3), depth float32 (H, W) z-depth in metres (> 0), focal in pixels.
-    Rooms are 3-7 m wide, 3.5-11 m deep and 2.4-3.4 m high, so depth spans about 0.3-12 m.
-    """
-    if height < 1 or width < 1:
-        raise ValueError(f"render_scene needs a positive size, got {height}x{width}")
-    rng = np.random.default_rng([seed, 0x5CE9E])
+    perm: np.ndarray  # (512,) the noise permutation, stored twice
+    room: np.ndarray  # (3,) width, height, depth in metres: the room spans [0, room] on each axis
+    cam_o: np.ndarray  # (3,) camera centre
+    rot: np.ndarray  # (3, 3) camera-to-world rotation
+    focal: float  # pixels
+    objects: list  # _Box and _Sphere
+    mats: dict  # room materials: floor, walls, ceiling
+    light: np.ndarray  # (3,) point light position
+    light_power: float
+    ambient: float
+    light_color: np.ndarray  # (3,)
+
+
+@dataclass
+class _Hits:
+    """The first surface on the ray of each of the N = H * W pixels (row-major)."""
+
+    cam_dirs: np.ndarray  # (3, N) camera-frame ray directions with unit z component
+    d: np.ndarray  # (3, N) the same in world coordinates
+    t: np.ndarray  # (N,) ray parameter of the hit, which is the camera z-depth
+    sid: np.ndarray  # (N,) surface: 0 floor, 1 ceiling, 2 wall z=0, 3 wall z=Z, 4 wall x=0, 5 wall x=X, 6+ objects
+    p: np.ndarray  # (3, N) world position of the hit
+
+
+@dataclass
+class _Surfaces:
+    """What the light meets at each hit."""
+
+    normal: np.ndarray  # (3, N) unit normals facing the camera side
+    albedo: np.ndarray  # (3, N) linear albedo
+    ao: np.ndarray  # (N,) ambient occlusion factor in (0, 1]
+
+
+def _sample_layout(rng: np.random.Generator, height: int, width: int) -> _Layout:
+    """Draw room, camera, furniture, materials and light, in this order (the order of draws defines the scene)."""
     perm = rng.permutation(256)
     perm = np.concatenate([perm, perm])
-
     room = np.array([rng.uniform(3.0, 7.0), rng.uniform(2.4, 3.4), rng.uniform(3.5, 11.0)], np.float32)
     cam_o = np.array([rng.uniform(0.25, 0.75) * room[0], rng.uniform(0.9, min(1.9, room[1] - 0.3)),
                       rng.uniform(0.2, 0.35) * room[2]], np.float32)
@@ -461,7 +477,12 @@ def render_scene(seed: int, height: int, width: int) -> SyntheticScene:
     light_power = float(rng.uniform(6.0, 14.0))
     ambient = float(rng.uniform(0.15, 0.35))
     light_color = np.array([1.0, rng.uniform(0.85, 1.0), rng.uniform(0.65, 0.95)], np.float32)
+    return _Layout(perm, room, cam_o, rot, f, objects, mats, light, light_power, ambient, light_color)
 
+
+def _cast_rays(layout: _Layout, height: int, width: int) -> _Hits:
+    """Nearest hit of every pixel's ray: the room box, then the objects in front of it."""
+    room, cam_o, rot, f = layout.room, layout.cam_o, layout.rot, layout.focal
     # Rays (3, N) with unit camera-z component, so the hit parameter t is exactly the z-depth.
     xs = (np.arange(width, dtype=np.float32) + 0.5 - width / 2.0) / f
     ys = -(np.arange(height, dtype=np.float32) + 0.5 - height / 2.0) / f
@@ -472,7 +493,6 @@ def render_scene(seed: int, height: int, width: int) -> SyntheticScene:
     n_pix = d.shape[1]
 
     # Room: the ray leaves the box through the nearest of the three planes it faces.
-    # Surface ids: 0 floor, 1 ceiling, 2 wall z=0, 3 wall z=Z, 4 wall x=0, 5 wall x=X, 6+ objects.
     t = np.full(n_pix, np.inf, np.float32)
     sid = np.zeros(n_pix, np.int32)
     with np.errstate(divide="ignore"):
@@ -485,7 +505,7 @@ def render_scene(seed: int, height: int, width: int) -> SyntheticScene:
             sid = np.where(closer, neg_id + ahead, sid)
     # Objects in front of the room, ray cast within their projected bounding rectangles only.
     d_img, t_img, sid_img = d.reshape(3, height, width), t.reshape(height, width), sid.reshape(height, width)
-    for k, obj in enumerate(objects):
+    for k, obj in enumerate(layout.objects):
         rect = _screen_rect(obj.corners(), cam_o, rot, f, height, width)
         if rect is None:
             continue
@@ -495,8 +515,14 @@ def render_scene(seed: int, height: int, width: int) -> SyntheticScene:
         closer = tk < t_rect
         t_rect[closer] = tk[closer]
         sid_img[r0:r1, c0:c1][closer] = 6 + k
+    return _Hits(cam_dirs, d, t, sid, cam_o[:, None] + d * t)
 
-    p = cam_o[:, None] + d * t
+
+def _surfaces(layout: _Layout, hits: _Hits) -> _Surfaces:
+    """Normals, footprint-filtered albedo and ambient occlusion of every hit, surface by surface."""
+    room, mats, perm, f = layout.room, layout.mats, layout.perm, layout.focal
+    d, t, sid, p = hits.d, hits.t, hits.sid, hits.p
+    n_pix = d.shape[1]
     ray_len = np.sqrt(_dot(d, d))
     view = d / ray_len
     normal = np.zeros_like(p)
@@ -548,7 +574,7 @@ def render_scene(seed: int, height: int, width: int) -> SyntheticScene:
         ao[sel] = corner_ao([y, room[1] - y, s, length - s])
 
     # Objects.
-    for k, obj in enumerate(objects):
+    for k, obj in enumerate(layout.objects):
         sel = np.flatnonzero(sid == 6 + k)
         if sel.size == 0:
             continue
@@ -563,14 +589,19 @@ def render_scene(seed: int, height: int, width: int) -> SyntheticScene:
             w = 0.3 * _fbm(u, v, fp, perm, 4.0, 3)
         albedo[:, sel] = _mix(obj.color, obj.color2, w)
         ao[sel] = 1.0 - 0.3 * np.exp(-np.maximum(p[1, sel], 0.0) / 0.15)  # darker near the floor
+    return _Surfaces(normal, albedo, ao)
 
-    # Lighting: Lambertian point light with shadows cast by the objects, plus hemispherical ambient.
+
+def _shade(layout: _Layout, hits: _Hits, surfaces: _Surfaces) -> np.ndarray:
+    """(3, N) linear radiance: Lambertian point light with shadows cast by the objects, plus hemispherical ambient."""
+    light, p = layout.light, hits.p
+    normal, albedo, ao = surfaces.normal, surfaces.albedo, surfaces.ao
     to_light = light[:, None] - p
     dist2 = _dot(to_light, to_light)
     lam = np.clip(_dot(normal, to_light) / np.sqrt(dist2), 0.0, None)
-    shadow = np.ones(n_pix, np.float32)
+    shadow = np.ones(p.shape[1], np.float32)
     dist = np.sqrt(dist2)
-    for obj in objects:
+    for obj in layout.objects:
         # Cheap rejection: only lit points behind the object's bounding sphere, seen from the light, qualify.
         to_obj = obj.center - light
         obj_dist = float(np.linalg.norm(to_obj))
@@ -583,231 +614,35 @@ def render_scene(seed: int, height: int, width: int) -> SyntheticScene:
         origins = p[:, cand] + normal[:, cand] * 1e-3
         blocked = _intersect(obj, origins, to_light[:, cand]) < 1.0
         shadow[cand[blocked]] = 0.15
-    direct = light_power * lam * shadow / (1.0 + dist2 / 4.0)
-    hemi = ambient * (0.75 + 0.25 * normal[1]) * ao
-    radiance = albedo * (hemi + direct * light_color[:, None])
+    direct = layout.light_power * lam * shadow / (1.0 + dist2 / 4.0)
+    hemi = layout.ambient * (0.75 + 0.25 * normal[1]) * ao
+    return albedo * (hemi + direct * layout.light_color[:, None])
 
-    # Auto exposure, vignetting, sRGB encoding and a little sensor noise.
+
+def _develop(radiance: np.ndarray, cam_dirs: np.ndarray, focal: float, height: int, width: int,
+             rng: np.random.Generator) -> np.ndarray:
+    """(3, N) radiance -> uint8 (H, W, 3) sRGB: auto exposure, vignetting, sRGB encoding, a little sensor noise."""
     lum = radiance.mean(axis=0)
     radiance *= 0.85 / max(float(np.percentile(lum[::7], 97)), 1e-6)
-    r2 = (cam_dirs[0] ** 2 + cam_dirs[1] ** 2) * (f / (0.5 * max(height, width))) ** 2
+    r2 = (cam_dirs[0] ** 2 + cam_dirs[1] ** 2) * (focal / (0.5 * max(height, width))) ** 2
     radiance *= 1.0 - 0.125 * np.minimum(r2, 2.0)
     srgb = np.power(np.clip(radiance, 0.0, 1.0), 1.0 / 2.2)
     noise = (rng.random(size=srgb.shape, dtype=np.float32) - 0.5) * 4.0  # uniform, std 1.15 levels
-    image = np.clip(srgb * 255.0 + noise + 0.5, 0, 255).astype(np.uint8).T.reshape(height, width, 3)
-    depth = np.maximum(t, 1e-3).astype(np.float32).reshape(height, width)
-    return SyntheticScene(image=image, depth=depth, focal=float(f))
+    return np.clip(srgb * 255.0 + noise + 0.5, 0, 255).astype(np.uint8).T.reshape(height, width, 3)
 
 
-# ----------------------------------------------------------------------------------------------
-# Writers
-# ----------------------------------------------------------------------------------------------
+def render_scene(seed: int, height: int, width: int) -> SyntheticScene:
+    """Render a random furnished room, deterministic by `seed`, at any size.
 
-_SCENE_TAGS = {"nyu_train": 1, "nyu_test": 2, "images": 3, "webdataset": 4, "nyu": 5, "kitti": 6, "eth3d": 7,
-               "scannet": 8, "diode": 9}
-
-# Marigold split-list file names and default (H, W) of the evaluation benchmarks.
-_EVAL_LAYOUTS = {
-    "nyu": ("nyu_depth_labeled_filename_list_test.txt", (480, 640)),
-    "kitti": ("kitti_depth_eigen_test_files_with_gt.txt", (375, 1242)),
-    "eth3d": ("eth3d_depth_eth3d_filename_list.txt", (336, 504)),
-    "scannet": ("scannet_depth_scannet_val_sampled_list_800_1.txt", (480, 640)),
-    "diode": ("diode_depth_diode_val_all_filename_list.txt", (192, 256)),
-}
-
-_IMAGE_EXTS = {"jpg": "JPEG", "jpeg": "JPEG", "png": "PNG", "webp": "WEBP"}
-
-
-def _scene(seed: int, tag: str, index: int, size: tuple[int, int]) -> SyntheticScene:
-    """The scene for sample `index` of a writer: independent of the other samples and of the writer's counts."""
-    scene_seed = int(np.random.SeedSequence([seed, _SCENE_TAGS[tag], index]).generate_state(1)[0])
-    return render_scene(scene_seed, int(size[0]), int(size[1]))
-
-
-def _save_rgb(image: np.ndarray, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fmt = _IMAGE_EXTS[path.suffix[1:].lower()]
-    Image.fromarray(image).save(path, format=fmt, **({"quality": 90} if fmt in ("JPEG", "WEBP") else {}))
-
-
-def _save_uint16_png(values: np.ndarray, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(values.astype(np.uint16)).save(path)
-
-
-def _holes(shape: tuple[int, int], rng: np.random.Generator, fraction: float) -> np.ndarray:
-    """Blob-shaped boolean mask covering about `fraction` of the pixels (sensor dropouts)."""
-    h, w = shape
-    coarse = rng.random((max(4, h // 16), max(4, w // 16))).astype(np.float32)
-    field = np.asarray(Image.fromarray(coarse).resize((w, h), Image.BILINEAR)) + 1e-3 * rng.random((h, w))
-    return field > np.quantile(field, 1.0 - fraction)
-
-
-def _millimetres(depth: np.ndarray) -> np.ndarray:
-    return np.clip(np.round(depth * 1000.0), 0, 65535).astype(np.uint16)
-
-
-def write_nyu_csv_layout(root: str | Path, num_train: int = 4, num_test: int = 2, *,
-                         size: tuple[int, int] = (480, 640), seed: int = 0) -> Path:
-    """DenseDepth NYU layout under `root`; returns `root`.
-
-    root/nyu2_train/00001_colors.png + 00001_depth.png (8-bit, value = round(metres / 10 * 255)),
-    root/nyu2_test/00000_colors.png + 00000_depth.png (16-bit millimetres), and nyu2_train.csv /
-    nyu2_test.csv with lines `data/nyu2_train/00001_colors.png,data/nyu2_train/00001_depth.png`
-    (the `data/` prefix of the real CSVs, while the files sit directly in `root`).
+    Returns image uint8 (H, W, 3), depth float32 (H, W) z-depth in metres (> 0), focal in pixels.
+    Rooms are 3-7 m wide, 3.5-11 m deep and 2.4-3.4 m high, so depth spans about 0.3-12 m.
     """
-    root = Path(root)
-    for split, count, first in (("train", num_train, 1), ("test", num_test, 0)):
-        folder = root / f"nyu2_{split}"
-        folder.mkdir(parents=True, exist_ok=True)
-        lines = []
-        for i in range(count):
-            scene = _scene(seed, f"nyu_{split}", i, size)
-            stem = f"{i + first:05d}"
-            _save_rgb(scene.image, folder / f"{stem}_colors.png")
-            if split == "train":
-                values = np.clip(np.round(scene.depth / 10.0 * 255.0), 1, 255).astype(np.uint8)
-                Image.fromarray(values).save(folder / f"{stem}_depth.png")
-            else:
-                _save_uint16_png(_millimetres(scene.depth), folder / f"{stem}_depth.png")
-            lines.append(f"data/nyu2_{split}/{stem}_colors.png,data/nyu2_{split}/{stem}_depth.png\n")
-        (root / f"nyu2_{split}.csv").write_text("".join(lines))
-    return root
-
-
-def write_image_folder(root: str | Path, num_images: int = 4, *, size: tuple[int, int] = (480, 640),
-                       seed: int = 0, ext: str = "jpg", nested: bool = True) -> Path:
-    """Unlabelled images under `root` (in `room_k/view_j/` sub-folders when nested); returns `root`."""
-    if ext.lower() not in _IMAGE_EXTS:
-        raise ValueError(f"ext must be one of {sorted(_IMAGE_EXTS)}, got {ext!r}")
-    root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
-    for i in range(num_images):
-        sub = Path(f"room_{i % 3}") / f"view_{i % 2}" if nested else Path()
-        _save_rgb(_scene(seed, "images", i, size).image, root / sub / f"img_{i:05d}.{ext}")
-    return root
-
-
-def write_webdataset_shards(root: str | Path, num_shards: int = 2, per_shard: int = 3, *,
-                            size: tuple[int, int] = (480, 640), seed: int = 0) -> list[Path]:
-    """SA-1B-style shards root/sa_000000.tar ... holding `sa_N.jpg` + `sa_N.json` per image (N from 1)."""
-    root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
-    shards = []
-    for k in range(num_shards):
-        path = root / f"sa_{k:06d}.tar"
-        with tarfile.open(path, "w") as tar:
-            for j in range(per_shard):
-                n = k * per_shard + j + 1
-                buf = io.BytesIO()
-                Image.fromarray(_scene(seed, "webdataset", n, size).image).save(buf, format="JPEG", quality=90)
-                meta = {"image": {"image_id": n, "width": int(size[1]), "height": int(size[0]),
-                                  "file_name": f"sa_{n}.jpg"}, "annotations": []}
-                for name, data in ((f"sa_{n}.jpg", buf.getvalue()), (f"sa_{n}.json", json.dumps(meta).encode())):
-                    info = tarfile.TarInfo(name)
-                    info.size = len(data)
-                    tar.addfile(info, io.BytesIO(data))
-        shards.append(path)
-    return shards
-
-
-def write_eval_benchmark(name: str, root: str | Path, num_samples: int = 3, *, seed: int = 0,
-                         size: tuple[int, int] | None = None) -> Path:
-    """Write an evaluation benchmark in its real on-disk layout and units; returns the split list path.
-
-    The split list (root/<Marigold list name>) uses the same line format as hf_distill's packaged
-    lists. Layouts, with `size` = (H, W) defaulting to the real size or a small one of the same shape:
-      nyu     test/<scene>/rgb_NNNN.png, depth_NNNN.png (uint16 mm, 0 = hole), filled_NNNN.png (no holes)
-      kitti   <date>/<drive>/image_02/data/N.png + <drive>/proj_depth/groundtruth/image_02/N.png
-              (uint16 metres*256, sparse LiDAR-like, 0 = invalid), focal column; one extra line whose
-              ground truth is `None` (num_samples + 1 lines)
-      eth3d   rgb/<scene>/images/dslr_images/DSC_N.JPG + depth/<scene>_dslr_depth/<scene>/ground_truth_depth/
-              dslr_images/DSC_N.JPG (raw little-endian float32 of the image's (H, W), inf = invalid)
-      scannet <scene>/color/N.jpg + <scene>/depth/N.png (uint16 mm, 0 = invalid)
-      diode   indoors|outdoor/scene_X/scan_Y/name.png + name_depth.npy (float32 (H, W, 1), 0 where invalid)
-              + name_depth_mask.npy (float32 (H, W), 1 = valid)
-    """
-    if name not in _EVAL_LAYOUTS:
-        raise ValueError(f"unknown benchmark {name!r}; expected one of {sorted(_EVAL_LAYOUTS)}")
-    list_name, default_size = _EVAL_LAYOUTS[name]
-    size = tuple(size) if size is not None else default_size
-    root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng([seed, _SCENE_TAGS[name]])
-    lines = []
-    for i in range(num_samples):
-        scene = _scene(seed, name, i, size)
-        lines.append(_WRITERS[name](root, i, scene, rng))
-    if name == "kitti":  # the Eigen list has images without ground truth
-        scene = _scene(seed, name, num_samples, size)
-        rgb = lines[0].split()[0].rsplit("/", 1)[0] + f"/{num_samples:010d}.png"
-        _save_rgb(scene.image, root / rgb)
-        lines.append(f"{rgb} None {scene.focal:.4f}")
-    split = root / list_name
-    split.write_text("\n".join(lines) + "\n")
-    return split
-
-
-def _write_nyu_sample(root: Path, i: int, scene: SyntheticScene, rng: np.random.Generator) -> str:
-    folder = f"test/{('kitchen', 'office', 'bedroom')[i % 3]}_{i // 3 + 1:04d}"
-    n = f"{i + 1:04d}"
-    filled = _millimetres(np.minimum(scene.depth, 10.0))
-    raw = filled.copy()
-    raw[_holes(raw.shape, rng, 0.05)] = 0
-    _save_rgb(scene.image, root / folder / f"rgb_{n}.png")
-    _save_uint16_png(raw, root / folder / f"depth_{n}.png")
-    _save_uint16_png(filled, root / folder / f"filled_{n}.png")
-    return f"{folder}/rgb_{n}.png {folder}/depth_{n}.png {folder}/filled_{n}.png"
-
-
-def _write_kitti_sample(root: Path, i: int, scene: SyntheticScene, rng: np.random.Generator) -> str:
-    drive = "2011_09_26_drive_0002_sync"
-    rgb = f"2011_09_26/{drive}/image_02/data/{i:010d}.png"
-    gt = f"{drive}/proj_depth/groundtruth/image_02/{i:010d}.png"
-    h, w = scene.depth.shape
-    # Projected LiDAR: about 6% of the pixels, none in the top third of the frame.
-    keep = (rng.random((h, w)) < 0.06) & (np.arange(h)[:, None] >= h // 3)
-    values = np.where(keep, np.clip(np.round(scene.depth * 256.0), 1, 65535), 0)
-    _save_rgb(scene.image, root / rgb)
-    _save_uint16_png(values, root / gt)
-    return f"{rgb} {gt} {scene.focal:.4f}"
-
-
-def _write_eth3d_sample(root: Path, i: int, scene: SyntheticScene, rng: np.random.Generator) -> str:
-    place = ("office", "courtyard", "terrace")[i % 3]
-    n = f"DSC_{i + 1:04d}.JPG"
-    rgb = f"rgb/{place}/images/dslr_images/{n}"
-    gt = f"depth/{place}_dslr_depth/{place}/ground_truth_depth/dslr_images/{n}"
-    depth = scene.depth.astype("<f4")
-    depth[_holes(depth.shape, rng, 0.1)] = np.inf
-    _save_rgb(scene.image, root / rgb)
-    (root / gt).parent.mkdir(parents=True, exist_ok=True)
-    (root / gt).write_bytes(depth.tobytes())
-    return f"{rgb} {gt}"
-
-
-def _write_scannet_sample(root: Path, i: int, scene: SyntheticScene, rng: np.random.Generator) -> str:
-    folder = f"scene{406 + i // 2:04d}_0{i % 3}"
-    n = f"{(i + 1) * 100:06d}"
-    values = _millimetres(scene.depth)
-    values[_holes(values.shape, rng, 0.03)] = 0
-    _save_rgb(scene.image, root / folder / "color" / f"{n}.jpg")
-    _save_uint16_png(values, root / folder / "depth" / f"{n}.png")
-    return f"{folder}/color/{n}.jpg {folder}/depth/{n}.png"
-
-
-def _write_diode_sample(root: Path, i: int, scene: SyntheticScene, rng: np.random.Generator) -> str:
-    kind = ("indoors", "outdoor")[i % 2]
-    scene_id, scan_id = 21 + i // 2, 189 + i
-    folder = f"{kind}/scene_{scene_id:05d}/scan_{scan_id:05d}"
-    stem = f"{folder}/{scene_id:05d}_{scan_id:05d}_{kind}_{(i * 10) % 360:03d}_000"
-    mask = ~_holes(scene.depth.shape, rng, 0.05)
-    depth = np.where(mask, scene.depth, 0.0).astype(np.float32)[:, :, None]
-    _save_rgb(scene.image, root / f"{stem}.png")
-    np.save(root / f"{stem}_depth.npy", depth)
-    np.save(root / f"{stem}_depth_mask.npy", mask.astype(np.float32))
-    return f"{stem}.png {stem}_depth.npy {stem}_depth_mask.npy"
-
-
-_WRITERS = {"nyu": _write_nyu_sample, "kitti": _write_kitti_sample, "eth3d": _write_eth3d_sample,
-            "scannet": _write_scannet_sample, "diode": _write_diode_sample}
+    if height < 1 or width < 1:
+        raise ValueError(f"render_scene needs a positive size, got {height}x{width}")
+    rng = np.random.default_rng([seed, 0x5CE9E])
+    layout = _sample_layout(rng, height, width)
+    hits = _cast_rays(layout, height, width)
+    radiance = _shade(layout, hits, _surfaces(layout, hits))
+    image = _develop(radiance, hits.cam_dirs, layout.focal, height, width, rng)
+    depth = np.maximum(hits.t, 1e-3).astype(np.float32).reshape(height, width)
+    return SyntheticScene(image=image, depth=depth, focal=float(layout.focal))

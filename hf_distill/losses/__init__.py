@@ -1,4 +1,8 @@
-"""Distillation losses: median/MAD normalisation over HDN contexts and the cross-context terms (DESIGN.md §4)."""
+"""Distillation losses: median/MAD normalisation over HDN contexts and the cross-context terms (DESIGN.md §4).
+
+normalize.py: strategies and the normalised L1; median_mad.py: the per-context statistics engine;
+contexts.py: the registry of HDN context families; distill.py: the terms and their weighted sum.
+"""
 
 from hf_distill.losses.distill import (
     DistillationLoss,
@@ -9,18 +13,22 @@ from hf_distill.losses.distill import (
     local_global_loss,
     shared_context_loss,
 )
-from hf_distill.losses.normalize import HDN_VARIANTS, NORMALIZATIONS, distillation_loss, normalize_global
+from hf_distill.losses.contexts import CONTEXT_FAMILIES
+from hf_distill.losses.median_mad import ContextFamily
+from hf_distill.losses.normalize import HDN_VARIANTS, NORMALIZATIONS, normalize_global, normalized_l1
 
 __all__ = [
+    "CONTEXT_FAMILIES",
     "HDN_VARIANTS",
     "NORMALIZATIONS",
+    "ContextFamily",
     "DistillationLoss",
     "FeatureProjector",
     "crop_boxes",
-    "distillation_loss",
     "feature_alignment_loss",
     "gradient_matching_loss",
     "local_global_loss",
     "normalize_global",
+    "normalized_l1",
     "shared_context_loss",
 ]

@@ -10,16 +10,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from hf_distill.losses.normalize import check_options, distillation_loss, fp32, loss_sums, normalize_global
+from hf_distill.losses.normalize import check_options, fp32, normalize_global, normalized_l1, normalized_l1_sums
 
 
 def shared_context_loss(student: Tensor, teacher: Tensor, mask: Tensor | None = None, **norm_kwargs) -> Tensor:
     """``L_sc``: ``L_Dis`` between student and teacher predictions of the same global view.
 
     student, teacher: (B, H, W); mask: (B, H, W) bool or None; ``norm_kwargs``: ``normalization``,
-    ``hdn_variant``, ``hdn_levels`` of :func:`distillation_loss`.
+    ``hdn_variant``, ``hdn_levels`` of :func:`normalized_l1`.
     """
-    return distillation_loss(student, teacher, mask, **norm_kwargs)
+    return normalized_l1(student, teacher, mask, **norm_kwargs)
 
 
 def crop_boxes(maps: Tensor, boxes: Tensor, size: tuple[int, int]) -> Tensor:
@@ -77,7 +77,7 @@ def local_global_loss(
         raise ValueError(f"mask {tuple(mask.shape)} must have the patches' shape {tuple(teacher_patches.shape)}")
     crops = crop_boxes(student_global, boxes, (height, width))
     flat = (batch * patches, height, width)
-    sums, counts = loss_sums(
+    sums, counts = normalized_l1_sums(
         crops.reshape(flat),
         teacher_patches.reshape(flat),
         None if mask is None else mask.reshape(flat),
@@ -231,7 +231,7 @@ class DistillationLoss(nn.Module):
             terms["grad"] = gradient_matching_loss(student_global, teacher_global, mask)
         if w["hdn"]:
             same_as_sc = "sc" in terms and self.hdn_kwargs == self.norm_kwargs
-            terms["hdn"] = terms["sc"] if same_as_sc else distillation_loss(
+            terms["hdn"] = terms["sc"] if same_as_sc else normalized_l1(
                 student_global, teacher_global, mask, **self.hdn_kwargs
             )
         if terms:

@@ -1,0 +1,175 @@
+"""Evaluate a model on benchmarks across processes and write the outputs (what ``scripts/evaluate.py`` calls).
+
+Under ``accelerate launch`` (or torchrun) each benchmark's samples are split across processes and the
+per-sample rows gathered on the main process, which prints the table and writes the outputs: the summary
+JSON, one per-sample CSV per benchmark and, optionally, the model card's evaluation results.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from accelerate import PartialState
+from accelerate.utils import gather_object, parse_flag_from_env
+
+from hf_distill.evaluation.benchmarks import BENCHMARKS, load_benchmark
+from hf_distill.evaluation.metrics import ALIGNMENTS, METRIC_NAMES
+from hf_distill.evaluation.predict import evaluate_model, load_model_and_processor, summarize_rows
+from hf_distill.hub import update_model_card
+
+
+@dataclass
+class EvaluationArguments:
+    """What to evaluate, on which benchmarks, and where the results go."""
+
+    model: str = field(metadata={"help": "Alias, Hub id, model folder, or a weights file with --arch."})
+    benchmark: str = field(metadata={"help": f"Comma-separated benchmarks: {', '.join(BENCHMARKS)}."})
+    data_dir: str = field(
+        metadata={"help": "Benchmark root(s), folder or .tar: one per benchmark (comma-separated), or a parent "
+                  "folder holding <name>/ or <name>.tar for each."}
+    )
+    arch: str | None = field(
+        default=None, metadata={"help": "Architecture (alias or config folder) of a weights file given as --model."}
+    )
+    split_file: str | None = field(
+        default=None,
+        metadata={"help": "Split list(s), comma-separated like --benchmark; default: the shipped standard lists."},
+    )
+    alignment: str = field(
+        default="disparity", metadata={"help": "Scale-and-shift alignment space.", "choices": ALIGNMENTS}
+    )
+    processing_res: int | None = field(default=None, metadata={"help": "Default: the model's processor size."})
+    batch_size: int = field(default=1, metadata={"help": "Images per forward pass."})
+    max_samples: int | None = field(default=None, metadata={"help": "First N samples of each benchmark."})
+    output_json: str | None = field(default=None, metadata={"help": "Summary metrics as JSON."})
+    output_dir: str | None = field(
+        default=None, metadata={"help": "Per-sample CSVs (default: next to --output_json)."}
+    )
+    update_card: bool = field(
+        default=False, metadata={"help": "Write the results into the model folder's README.md."}
+    )
+
+
+def benchmark_names(benchmark: str) -> list[str]:
+    """The comma-separated ``--benchmark`` value as a list of known benchmark names."""
+    names = [name.strip() for name in benchmark.split(",") if name.strip()]
+    unknown = [name for name in names if name not in BENCHMARKS]
+    if not names or unknown:
+        raise ValueError(f"--benchmark: unknown {unknown or 'empty list'}; choose from {', '.join(BENCHMARKS)}")
+    return names
+
+
+def split_files(names: list[str], split_file: str | None) -> dict[str, Path | None]:
+    """Map each benchmark to its split list (None: the shipped one)."""
+    if split_file is None:
+        return dict.fromkeys(names)
+    files = [Path(p) for p in split_file.split(",")]
+    if len(files) != len(names):
+        raise ValueError(f"--split_file lists {len(files)} files for {len(names)} benchmarks")
+    return dict(zip(names, files))
+
+
+def benchmark_roots(names: list[str], data_dir: str) -> dict[str, Path]:
+    """Map each benchmark to its data root: one root per benchmark (comma-separated), or for several benchmarks
+    one parent folder holding ``<name>.tar`` or ``<name>/`` for each."""
+    roots = [Path(p) for p in data_dir.split(",")]
+    if len(names) == 1:
+        if len(roots) != 1:
+            raise ValueError(f"--data_dir lists {len(roots)} roots for one benchmark")
+        return {names[0]: roots[0]}
+    if len(roots) == len(names):
+        return dict(zip(names, roots))
+    if len(roots) != 1:
+        raise ValueError(f"--data_dir lists {len(roots)} roots for {len(names)} benchmarks")
+    parent = roots[0]
+    result = {}
+    for name in names:
+        tar = parent / f"{name}.tar"
+        result[name] = tar if tar.is_file() else parent / name
+    return result
+
+
+def format_table(results: dict[str, dict[str, float]]) -> str:
+    """One aligned text row per benchmark: sample count and every metric to 4 decimals."""
+    header = ["benchmark", "samples", *METRIC_NAMES]
+    rows = [[name, str(r["num_samples"]), *(f"{r[m]:.4f}" for m in METRIC_NAMES)] for name, r in results.items()]
+    widths = [max(len(cell) for cell in column) for column in zip(header, *rows)]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(line, widths)) for line in [header, *rows]]
+    return "\n".join(lines)
+
+
+def _write_csv(path: Path, rows: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["name", *METRIC_NAMES])
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def write_outputs(
+    args: EvaluationArguments, results: dict[str, dict[str, float]], all_rows: dict[str, list[dict]]
+) -> None:
+    """The summary JSON (one benchmark's metrics, or one object per benchmark), ``<json stem>_<name>_samples.csv``
+    per benchmark, and the model card update, as ``args`` asks."""
+    if args.output_json:
+        path = Path(args.output_json)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        payload = next(iter(results.values())) if len(results) == 1 else results
+        path.write_text(json.dumps(payload, indent=2) + "\n")
+        print(f"summary written to {path}")
+    csv_dir = Path(args.output_dir) if args.output_dir else Path(args.output_json).parent if args.output_json else None
+    if csv_dir is not None:
+        stem = Path(args.output_json).stem + "_" if args.output_json else ""
+        for name, rows in all_rows.items():
+            csv_path = csv_dir / f"{stem}{name}_samples.csv"
+            _write_csv(csv_path, rows)
+            print(f"per-sample metrics written to {csv_path}")
+    if args.update_card:
+        update_model_card(args.model, results)
+        print(f"model card updated: {Path(args.model) / 'README.md'}")
+
+
+def run_evaluation(args: EvaluationArguments) -> dict[str, dict[str, float]]:
+    """Evaluate ``args.model`` on every benchmark of ``args.benchmark``; return ``{benchmark: summary metrics}``.
+
+    Every listed file is checked before the model loads. The samples are split across the processes of the
+    launch; the main process gathers the per-sample rows, prints the table and writes the outputs.
+    """
+    names = benchmark_names(args.benchmark)
+    if args.update_card and not Path(args.model).is_dir():
+        raise ValueError(f"--update_card needs --model to be a local model folder, got {args.model}")
+    roots, lists = benchmark_roots(names, args.data_dir), split_files(names, args.split_file)
+    datasets = {n: load_benchmark(n, roots[n], lists[n], args.max_samples) for n in names}
+
+    # ACCELERATE_USE_CPU (set by `accelerate launch --cpu`) allows CPU multi-process runs (gloo).
+    state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
+    model, processor = load_model_and_processor(args.model, args.arch)
+    model.to(state.device)
+
+    results, all_rows = {}, {}
+    for name, samples in datasets.items():
+        spec = BENCHMARKS[name]
+        with state.split_between_processes(list(range(len(samples)))) as indices:
+            _, rows = evaluate_model(
+                model,
+                processor,
+                samples.select(indices),
+                alignment=args.alignment,
+                min_depth=spec.min_depth,
+                max_depth=spec.max_depth,
+                batch_size=args.batch_size,
+                processing_res=args.processing_res,
+                progress=state.is_local_main_process,
+            )
+        if state.num_processes > 1:
+            rows = gather_object(rows)
+        all_rows[name] = rows
+        results[name] = summarize_rows(rows)
+
+    if state.is_main_process:
+        print(format_table(results))
+        write_outputs(args, results, all_rows)
+    return results

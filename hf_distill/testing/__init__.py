@@ -1,0 +1,17 @@
+"""Test fixtures: generated scenes laid out in the on-disk formats hf_distill reads (tests, demo, benchmarks)."""
+
+from hf_distill.testing.layouts import (
+    scene_for,
+    write_eval_benchmark,
+    write_image_folder,
+    write_nyu_csv_layout,
+    write_webdataset_shards,
+)
+
+__all__ = [
+    "scene_for",
+    "write_eval_benchmark",
+    "write_image_folder",
+    "write_nyu_csv_layout",
+    "write_webdataset_shards",
+]
