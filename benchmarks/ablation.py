@@ -24,8 +24,12 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import torch
 
 SCENE_SIDE = 224
 EDGE_LOG_JUMP = 0.05  # a ground-truth depth edge: log-depth changes by more than 5% between neighbouring pixels
@@ -60,7 +64,7 @@ GRID = [
 QUICK = [c for c in GRID if c.name in ("SC", "SC+LG")]
 
 
-def edge_gradient_error(depth: "torch.Tensor", gt: "torch.Tensor", valid: "torch.Tensor") -> float:
+def edge_gradient_error(depth: torch.Tensor, gt: torch.Tensor, valid: torch.Tensor) -> float:
     """Mean |d log(depth) - d log(gt)| over horizontal and vertical neighbour pairs next to a ground-truth edge.
 
     `depth` is the aligned prediction, `gt` the exact depth, both (H, W) metres; `valid` (H, W) bool. An edge pair is

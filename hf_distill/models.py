@@ -17,6 +17,7 @@ from huggingface_hub import hf_hub_download
 from huggingface_hub.errors import HFValidationError
 from safetensors.torch import load_file
 from transformers import AutoConfig, AutoImageProcessor, DepthAnythingConfig, DepthAnythingForDepthEstimation, Dinov2Config
+from transformers import PretrainedConfig
 from transformers.image_processing_utils import BaseImageProcessor
 from transformers.image_utils import PILImageResampling
 from transformers.utils import is_torchvision_available
@@ -222,18 +223,23 @@ def tiny_depth_config(like: str = "small", **overrides) -> DepthAnythingConfig:
     return _make_config(structure, **config_kwargs)
 
 
-def load_depth_config(name_or_path: str) -> DepthAnythingConfig:
-    """Architecture of an alias (offline, `depth_config`), a local folder or config.json, or a Hub id."""
+def load_model_config(name_or_path: str) -> PretrainedConfig:
+    """Config of any model type: an alias (offline, `depth_config`), a local folder or config.json, or a Hub id."""
     if _alias_of(name_or_path) is not None:
         return depth_config(name_or_path)
     resolved = resolve_model_name(name_or_path)
     local = Path(resolved).exists()
     try:
-        config = AutoConfig.from_pretrained(resolved)
+        return AutoConfig.from_pretrained(resolved)
     except OSError as error:
         if local:
             raise
         raise ModelNotFoundError(_not_found_message(name_or_path, _first_line(error))) from error
+
+
+def load_depth_config(name_or_path: str) -> DepthAnythingConfig:
+    """Architecture of an alias (offline, `depth_config`), a local folder or config.json, or a Hub id."""
+    config = load_model_config(name_or_path)
     if not isinstance(config, DepthAnythingConfig):
         raise ValueError(f"{name_or_path}: config is a '{config.model_type}' config, not 'depth_anything'")
     return config
@@ -487,6 +493,17 @@ def image_mean_std(name_or_path: str) -> tuple[list[float], list[float]]:
     except json.JSONDecodeError as error:
         raise ValueError(f"{config_file}: not valid JSON ({error})") from error
     return list(settings.get("image_mean", IMAGENET_MEAN)), list(settings.get("image_std", IMAGENET_STD))
+
+
+def mean_std_tensors(mean: list[float], std: list[float]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean, std) lists -> two (1, 3, 1, 1) float32 tensors for :func:`normalize_views`."""
+    return torch.tensor(mean).view(1, 3, 1, 1), torch.tensor(std).view(1, 3, 1, 1)
+
+
+def normalize_views(views: torch.Tensor, mean_std: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """(N, 3, H, W) views in [0, 1] -> a model's input normalisation ``(views - mean) / std``."""
+    mean, std = (t.to(views.device) for t in mean_std)
+    return (views - mean) / std
 
 
 class EncoderTokenTap:

@@ -102,15 +102,30 @@ def test_patches_strictly_smaller_than_region_on_nyu_sized_images():
     assert out["global_view"].shape == (3, 560, 560) and out["local_views"].shape == (2, 3, 560, 560)
 
 
-def test_paper_regime_patches_are_native_resolution_on_large_images():
+@pytest.mark.parametrize("width,height", [(2250, 1500), (1500, 1000)])
+def test_paper_regime_patches_are_native_resolution_on_large_images(width, height):
+    # SA-1B-sized images: every region (644 to the short side) holds floor(7/8 S) >= 563 >= L = 560 pixels,
+    # so every patch is exactly L source pixels and the teacher sees it at native resolution.
     sampler = ViewSampler()
     for index in range(200):
-        geom = sampler.sample_geometry(2250, 1500, epoch=3, index=index)
-        assert 644 <= geom.size <= 1500
-        p = geom.boxes[:, 2] - geom.boxes[:, 0]
-        assert np.all(p <= 560)
-        if geom.size >= 1120:
-            assert np.all(p == 560)
+        geom = sampler.sample_geometry(width, height, epoch=3, index=index)
+        assert 644 <= geom.size <= height
+        assert np.all(geom.boxes[:, 2] - geom.boxes[:, 0] == 560)
+        assert np.all(geom.boxes[:, 3] - geom.boxes[:, 1] == 560)
+        assert np.all(geom.boxes[:, :2] >= 0) and np.all(geom.boxes[:, 2:] <= geom.size)
+
+
+@pytest.mark.parametrize("side,expected", [(64, {56}), (65, {56}), (63, set(range(32, 56)))])
+def test_patch_side_is_l_exactly_when_the_region_holds_it(side, expected):
+    # L = 56: floor(7/8 * 64) = 56 >= L gives p = 56 only; floor(7/8 * 63) = 55 < L keeps today's range
+    # [ceil(63 / 2), 55] = [32, 55].
+    sampler = ViewSampler(global_crop_size=56, local_crop_size=56, num_local_patches=8, min_region=side)
+    sides = set()
+    for index in range(100):
+        geom = sampler.sample_geometry(side, side, epoch=0, index=index)
+        assert geom.size == side
+        sides.update((geom.boxes[:, 2] - geom.boxes[:, 0]).astype(int).tolist())
+    assert sides == expected
 
 
 def test_min_local_crop_bounds_patch_side():
@@ -138,7 +153,8 @@ def test_reproducible_per_seed_epoch_index():
 @pytest.mark.parametrize("flag,kwargs", [("--global_crop_size", {"global_crop_size": 500}),
                                          ("--local_crop_size", {"local_crop_size": 100}),
                                          ("--local_crop_size", {"local_crop_size": 0}),
-                                         ("--min_local_crop", {"min_local_crop": 0})])
+                                         ("--min_local_crop", {"min_local_crop": 0}),
+                                         ("--min_region", {"min_region": 1})])
 def test_invalid_sizes_rejected_naming_the_flag(flag, kwargs):
     with pytest.raises(ValueError, match=flag):
         ViewSampler(**kwargs)

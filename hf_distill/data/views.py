@@ -3,13 +3,14 @@
 For an image of short side m, one sample is:
   * a square region of side S ~ U[min(min_region, m), m] (integers), placed uniformly;
   * the global view: the region resized to G x G (bilinear, antialiased), seen by teacher and student;
-  * P local patches: squares strictly inside the region, of side p in [p_lo, p_hi] with
-      p_hi = min(L, floor(7/8 * S))                (at most L source pixels, always a real zoom-in)
+  * P local patches: squares strictly inside the region, each resized to L x L for the teacher, of side
+      p = L                                        when floor(7/8 * S) >= L (the paper's regime: the teacher
+                                                   sees the patch at native resolution, as the paper's
+                                                   560 x 560 crops of SA-1B regions)
+      p in [p_lo, p_hi], p_hi = floor(7/8 * S)     otherwise (small images such as NYU 640x480, S = 480:
+                                                   always a real zoom-in, so local-global never degenerates
+                                                   into shared-context)
       p_lo = min(min_local_crop, p_hi)             when --min_local_crop is given, else min(ceil(S/2), p_hi)
-    each resized to L x L for the teacher. On large images (S >= 8/7 L) patches reach L source pixels, and
-    with S >= 2L they are exactly L (the teacher sees native resolution, as in the paper); on small images
-    (NYU 640x480: S = 480) they cover between half and 7/8 of the region, so local-global never
-    degenerates into shared-context.
   * boxes (x0, y0, x1, y1) of the patches in region pixel coordinates (pixel i spans [i, i+1)), so the
     patch seen by the teacher is the student's global-view box `box * G / S`.
 Geometry is drawn from a numpy Generator seeded with (seed, epoch, index): reproducible, new every epoch.
@@ -100,8 +101,8 @@ class ViewSampler:
         check_crop_size("--local_crop_size", local_crop_size)
         if num_local_patches < 0:
             raise ValueError(f"num_local_patches must be >= 0, got {num_local_patches}")
-        if min_region < 1:
-            raise ValueError(f"min_region must be >= 1, got {min_region}")
+        if min_region < 2:
+            raise ValueError(f"--min_region must be >= 2 (a patch must be smaller than its region), got {min_region}")
         if min_local_crop is not None and min_local_crop < 1:
             raise ValueError(f"--min_local_crop must be >= 1, got {min_local_crop}")
         self.global_crop_size = global_crop_size
@@ -122,7 +123,10 @@ class ViewSampler:
         x0 = int(rng.integers(0, width - size + 1))
         y0 = int(rng.integers(0, height - size + 1))
         p_hi = min(self.local_crop_size, math.floor(PATCH_MAX_FRACTION * size))
-        p_lo = min(self.min_local_crop if self.min_local_crop is not None else math.ceil(size / 2), p_hi)
+        if p_hi == self.local_crop_size:  # the region holds an L-pixel patch: native resolution
+            p_lo = p_hi
+        else:
+            p_lo = min(self.min_local_crop if self.min_local_crop is not None else math.ceil(size / 2), p_hi)
         boxes = np.zeros((self.num_local_patches, 4), np.float32)
         for k in range(self.num_local_patches):
             p = int(rng.integers(p_lo, p_hi + 1))

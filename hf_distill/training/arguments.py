@@ -35,7 +35,8 @@ class ModelArguments:
     teacher_models: list[str] = field(
         default_factory=lambda: ["depthanything-large"],
         metadata={"help": "Teacher aliases (depthanything-small|base|large, depthanything-v1-*, "
-                  "distill-any-depth-small|large), Hub ids or local folders. Several teachers: one is drawn per step."},
+                  "distill-any-depth-small|large, genpercept-disparity), Hub ids or local folders of any depth model "
+                  "whose output space hf_distill.teachers declares. Several teachers: one is drawn per step."},
     )
     teacher_checkpoints: list[str] | None = field(
         default=None,

@@ -11,7 +11,8 @@ from transformers import set_seed
 
 from hf_distill.data import ViewSampler, build_view_dataset, collate_views, load_training_source
 from hf_distill.data.sources import load_generated_scenes, load_nyu
-from hf_distill.models import build_depth_model, image_mean_std, load_depth_model, load_image_processor
+from hf_distill.models import image_mean_std, load_depth_model, load_image_processor
+from hf_distill.teachers import build_teacher
 from hf_distill.training.arguments import DataArguments, DistillationArguments, ModelArguments
 from hf_distill.training.checkpoints import last_complete_checkpoint
 from hf_distill.training.student import StudentWithProjectors
@@ -90,9 +91,9 @@ def build_trainer(
     set_seed(args.seed)
     train_dataset, eval_dataset = build_datasets(data_args, args)  # data errors surface before models load
     checkpoints = model_args.teacher_checkpoints or [None] * len(model_args.teacher_models)
-    teachers = [build_depth_model(name, ckpt) for name, ckpt in zip(model_args.teacher_models, checkpoints)]
+    teachers = [build_teacher(name, ckpt) for name, ckpt in zip(model_args.teacher_models, checkpoints)]
     student = load_depth_model(model_args.student_arch, init=model_args.student_init)
-    model = StudentWithProjectors(student, [t.config.backbone_config.hidden_size for t in teachers])
+    model = StudentWithProjectors(student, [t.token_width for t in teachers])
 
     if args.warmup_epochs > 0:
         if not hasattr(train_dataset, "__len__"):
@@ -109,7 +110,6 @@ def build_trainer(
         data_collator=collate_views,
         processing_class=load_image_processor(model_args.student_arch),
         teacher_names=[model_display_name(name) for name in model_args.teacher_models],
-        teacher_mean_std=[image_mean_std(name) for name in model_args.teacher_models],
         student_mean_std=image_mean_std(model_args.student_arch),
         teacher_probabilities=model_args.teacher_probabilities,
         teacher_dtype=resolve_teacher_dtype(model_args.teacher_dtype),

@@ -24,14 +24,16 @@ class StudentWithProjectors(nn.Module):
 
     Args:
         student: the student network.
-        teacher_widths: encoder width of each teacher, in teacher order.
+        teacher_widths: encoder token width of each teacher, in teacher order; None for a teacher without tokens
+            (it gets no projector).
     """
 
-    def __init__(self, student: DepthAnythingForDepthEstimation, teacher_widths: list[int]) -> None:
+    def __init__(self, student: DepthAnythingForDepthEstimation, teacher_widths: list[int | None]) -> None:
         super().__init__()
         self.student = student
         width = student.config.backbone_config.hidden_size
-        self.projectors = nn.ModuleList(FeatureProjector(width, w) for w in teacher_widths)
+        self.projectors = nn.ModuleList(nn.Identity() if w is None else FeatureProjector(width, w)
+                                        for w in teacher_widths)
         for name, param in student.named_parameters():
             if name.startswith(STRUCTURALLY_UNUSED):
                 param.requires_grad_(False)

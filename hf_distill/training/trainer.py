@@ -1,4 +1,4 @@
-"""``DistillationTrainer``: cross-context distillation from frozen Depth Anything teachers into a student."""
+"""``DistillationTrainer``: cross-context distillation from frozen teachers (``hf_distill.teachers``) into a student."""
 
 from __future__ import annotations
 
@@ -15,14 +15,15 @@ from pathlib import Path
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
-from transformers import DepthAnythingForDepthEstimation, Trainer
+from transformers import Trainer
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
 from hf_distill.data.views import IterableViewDataset
 from hf_distill.evaluation.metrics import batch_depth_metrics
 from hf_distill.hub import build_model_card, push_student_to_hub
 from hf_distill.losses import DistillationLoss, crop_boxes
-from hf_distill.models import EncoderTokenTap
+from hf_distill.models import mean_std_tensors, normalize_views
+from hf_distill.teachers import Teacher
 from hf_distill.training.arguments import DistillationArguments
 from hf_distill.training.callbacks import (
     EpochSeedCallback,
@@ -49,9 +50,10 @@ class DistillationTrainer(Trainer):
 
     Args:
         model: the trainable module (student + projectors).
-        teachers: frozen teacher networks; held as plain attributes, never as submodules.
+        teachers: frozen teachers (``hf_distill.teachers.Teacher``: [0, 1] views in, disparity out, their own
+            preprocessing); held as plain attributes, never as submodules.
         teacher_names: one display name per teacher (logs and model card).
-        teacher_mean_std / student_mean_std: each model's own input normalisation, applied to [0, 1] views.
+        student_mean_std: the student's input normalisation, applied to [0, 1] views.
         teacher_probabilities: per-step teacher sampling probabilities.
         args: the run configuration.
         card_info: what the model card should say about teachers, data and initialisation.
@@ -61,11 +63,10 @@ class DistillationTrainer(Trainer):
     def __init__(
         self,
         model: StudentWithProjectors,
-        teachers: list[DepthAnythingForDepthEstimation],
+        teachers: list[Teacher],
         args: DistillationArguments,
         *,
         teacher_names: list[str],
-        teacher_mean_std: list[tuple[list[float], list[float]]],
         student_mean_std: tuple[list[float], list[float]],
         teacher_probabilities: list[float] | None = None,
         teacher_dtype: torch.dtype = torch.float32,
@@ -95,9 +96,14 @@ class DistillationTrainer(Trainer):
         )
         self.teacher_names = teacher_names
         self.teacher_probabilities = teacher_probabilities or [1.0 / len(teachers)] * len(teachers)
+        self._teacher_has_tokens = [t.token_width is not None for t in teachers]
+        if args.lambda_feat > 0:
+            for name, has_tokens in zip(teacher_names, self._teacher_has_tokens):
+                if not has_tokens:
+                    logger.info("Teacher %s gives no encoder tokens: steps drawn for it skip the feature term "
+                                "(logged as feat_skipped).", name)
         self.teachers = [self._prepare_teacher(t, teacher_dtype) for t in teachers]
-        self._teacher_norm = [_mean_std_tensors(*ms) for ms in teacher_mean_std]
-        self._student_norm = _mean_std_tensors(*student_mean_std)
+        self._student_norm = mean_std_tensors(*student_mean_std)
         self.card_info = card_info or {}
 
         self._metrics: dict[str, torch.Tensor] = defaultdict(lambda: torch.zeros((), dtype=torch.float64))
@@ -137,7 +143,7 @@ class DistillationTrainer(Trainer):
 
     # ---- teachers -----------------------------------------------------------------------------------------
 
-    def _prepare_teacher(self, teacher: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
+    def _prepare_teacher(self, teacher: Teacher, dtype: torch.dtype) -> torch.nn.Module:
         teacher = teacher.to(dtype=dtype).eval().requires_grad_(False)
         if self.is_deepspeed_enabled:
             return _prepare_deepspeed_teacher(teacher, self.accelerator)
@@ -152,39 +158,32 @@ class DistillationTrainer(Trainer):
     def _run_teacher(
         self, index: int, global_view: torch.Tensor, local_views: torch.Tensor | None, want_tokens: bool
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-        """Teacher predictions on the global view (B, G, G), the patches (B, P, L, L) and its final tokens
+        """Teacher disparities on the global view (B, G, G), the patches (B, P, L, L) and its final tokens
         (B, N, C) on the global view. Global view and patches share one forward when their sizes match."""
         teacher = self.teachers[index]
-        dtype = next(self.accelerator.unwrap_model(teacher).parameters()).dtype
         batch, num_patches = global_view.shape[0], 0 if local_views is None else local_views.shape[1]
-
-        def forward(pixels: torch.Tensor) -> torch.Tensor:
-            inputs = normalize_views(pixels, self._teacher_norm[index]).to(dtype)
-            return teacher(pixel_values=inputs).predicted_depth.float()
-
         patches = local_views.flatten(0, 1) if num_patches else None
         batched = patches is not None and patches.shape[-1] == global_view.shape[-1]
-        tap = EncoderTokenTap(self.accelerator.unwrap_model(teacher)) if want_tokens else contextlib.nullcontext()
-        with tap:
-            depth = forward(torch.cat([global_view, patches]) if batched else global_view)
-        tokens = tap.tokens[:batch].float() if want_tokens else None
+        depth, tokens = teacher(torch.cat([global_view, patches]) if batched else global_view, want_tokens=want_tokens)
+        tokens = tokens[:batch] if want_tokens else None
         teacher_global = depth[:batch]
         if patches is None:
             teacher_patches = None
         else:
-            teacher_patches = (depth[batch:] if batched else forward(patches)).unflatten(0, (batch, num_patches))
+            teacher_patches = (depth[batch:] if batched else teacher(patches)[0]).unflatten(0, (batch, num_patches))
         return teacher_global, teacher_patches, tokens
 
     # ---- loss ---------------------------------------------------------------------------------------------
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         """One student forward on the global view serves the shared-context, local-global, feature and
-        gradient terms; the drawn teacher sees the global view and the local patches."""
+        gradient terms; the drawn teacher sees the global view and the local patches. A teacher without encoder
+        tokens skips the feature term."""
         teacher_index = self._draw_teacher()
         global_view = inputs["global_view"]
         use_patches = self.args.lambda_lg > 0 and "local_views" in inputs
         local_views = inputs["local_views"] if use_patches else None
-        want_tokens = self.args.lambda_feat > 0
+        want_tokens = self.args.lambda_feat > 0 and self._teacher_has_tokens[teacher_index]
         teacher_global, teacher_patches, teacher_tokens = self._run_teacher(
             teacher_index, global_view, local_views, want_tokens
         )
@@ -237,6 +236,9 @@ class DistillationTrainer(Trainer):
         for name, value in terms.items():
             self._metrics[f"loss_{name}"] = self._metrics[f"loss_{name}"].to(value.device) + value.double()
             self._metric_counts[f"loss_{name}"] += 1
+        if self.args.lambda_feat > 0:  # logged as the fraction of steps whose teacher had no tokens
+            self._metrics["feat_skipped"] += float(not self._teacher_has_tokens[teacher_index])
+            self._metric_counts["feat_skipped"] += 1
         self._teacher_counts[teacher_index] += 1
         self._samples_since_log += inputs["global_view"].shape[0]
         if "skipped" in inputs:
@@ -452,16 +454,6 @@ class DistillationTrainer(Trainer):
                                    private=self.args.hub_private_repo, commit_message=commit_message)
 
 
-def normalize_views(views: torch.Tensor, mean_std: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-    """(N, 3, H, W) views in [0, 1] -> a model's input normalisation ``(views - mean) / std``."""
-    mean, std = (t.to(views.device) for t in mean_std)
-    return (views - mean) / std
-
-
-def _mean_std_tensors(mean: list[float], std: list[float]) -> tuple[torch.Tensor, torch.Tensor]:
-    return torch.tensor(mean).view(1, 3, 1, 1), torch.tensor(std).view(1, 3, 1, 1)
-
-
 def deepspeed_teacher_config(training_config: dict, hidden_size: int) -> dict:
     """The DeepSpeed config of a frozen teacher's inference engine, from the student's (training) config.
 
@@ -491,8 +483,10 @@ def _prepare_deepspeed_teacher(teacher: torch.nn.Module, accelerator) -> torch.n
     """Wrap a frozen teacher in an inference DeepSpeed engine (ZeRO-3 shards it; other stages replicate it)."""
     import deepspeed
 
-    config = deepspeed_teacher_config(accelerator.state.deepspeed_plugin.deepspeed_config,
-                                      teacher.config.backbone_config.hidden_size)
+    # TRL's bucket sizes come from the model's hidden size: the token width, or for a teacher without tokens
+    # (GenPercept) its widest linear layer.
+    hidden_size = teacher.token_width or max(p.shape[-1] for p in teacher.parameters() if p.ndim == 2)
+    config = deepspeed_teacher_config(accelerator.state.deepspeed_plugin.deepspeed_config, hidden_size)
     engine, *_ = deepspeed.initialize(model=teacher, config=config)
     engine.eval()
     return engine

@@ -1,0 +1,390 @@
+"""Frozen teachers: one interface over depth-model families, each with its declared output space.
+
+A teacher turns a batch of [0, 1] RGB views (N, 3, H, W) into a relative disparity map (N, H, W), larger = closer,
+at the views' own resolution. It applies its own preprocessing (resizing to the sizes its network accepts, its
+mean/std or [-1, 1] range) and converts its network's output space into disparity as declared in
+``TEACHER_FAMILIES``; nothing is inferred from the values. Teachers that can also give final encoder tokens for the
+feature term say so with ``token_width``; the trainer skips the feature term on steps drawn for the others.
+
+    teacher = build_teacher("depthanything-large")       # any AutoModelForDepthEstimation with a declared family
+    teacher = build_teacher("genpercept-disparity")      # GenPercept, one-step diffusion (needs `diffusers`)
+    disparity, tokens = teacher(views, want_tokens=teacher.token_width is not None)
+
+A new family is one ``Teacher`` subclass (or a row reusing one) and one ``TEACHER_FAMILIES`` entry.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from transformers import AutoModelForDepthEstimation, PretrainedConfig, PreTrainedModel
+
+from hf_distill.models import (
+    EncoderTokenTap,
+    ModelNotFoundError,
+    build_depth_model,
+    image_mean_std,
+    load_model_config,
+    mean_std_tensors,
+    normalize_views,
+    resolve_model_name,
+)
+
+# A local GenPercept folder names its family (and optionally its processing resolution) in this file.
+TEACHER_CONFIG_NAME = "teacher_config.json"
+
+
+class OutputSpace(enum.Enum):
+    """What a family's network predicts, and therefore how it enters the (scale/shift-normalised) losses."""
+
+    DISPARITY = "relative disparity"
+    MINMAX_DISPARITY = "min-max normalised disparity in [0, 1]"
+    INVERSE_DEPTH = "inverse depth (up to the image's focal scale)"
+    METRIC_DEPTH = "metric depth (no shift)"
+    AFFINE_DEPTH = "affine-invariant depth (unknown shift)"
+
+
+# How each output space becomes the disparity the losses expect; a space missing here is refused.
+ENTERS_AS = {
+    OutputSpace.DISPARITY: "itself",
+    OutputSpace.MINMAX_DISPARITY: "itself",
+    OutputSpace.INVERSE_DEPTH: "itself",
+    OutputSpace.METRIC_DEPTH: "1 / depth on valid pixels (0 elsewhere)",
+}
+
+REFUSAL_REASON = (
+    "it predicts affine-invariant depth, whose shift is unknown, so 1 / depth is not a disparity up to scale and "
+    "no fixed conversion turns it into one. Use a disparity or metric-depth teacher (e.g. genpercept-disparity "
+    "instead of genpercept-depth)."
+)
+
+
+def to_disparity(prediction: Tensor, space: OutputSpace) -> Tensor:
+    """A teacher network's raw prediction (N, H, W) in ``space`` -> relative disparity (N, H, W), float32.
+
+    Metric depth becomes ``1 / depth`` where the depth is finite and positive and 0 (infinitely far) elsewhere.
+    """
+    prediction = prediction.float()
+    if space in (OutputSpace.DISPARITY, OutputSpace.MINMAX_DISPARITY, OutputSpace.INVERSE_DEPTH):
+        return prediction
+    if space is OutputSpace.METRIC_DEPTH:
+        valid = torch.isfinite(prediction) & (prediction > 0)
+        return torch.where(valid, 1.0 / torch.where(valid, prediction, 1.0), 0.0)
+    raise ValueError(f"a teacher predicting {space.value} cannot be used: {REFUSAL_REASON}")
+
+
+def resize_bilinear(images: Tensor, size: tuple[int, int]) -> Tensor:
+    """(N, C, H, W) or (N, H, W) -> the same at ``size`` (bilinear, antialiased when shrinking); unchanged when the
+    size already matches."""
+    if tuple(images.shape[-2:]) == tuple(size):
+        return images
+    if images.dim() == 3:
+        return resize_bilinear(images[:, None], size)[:, 0]
+    return F.interpolate(images, size=tuple(size), mode="bilinear", align_corners=False, antialias=True)
+
+
+def nearest_multiple(side: float, multiple: int) -> int:
+    """The multiple of ``multiple`` nearest to ``side`` (at least ``multiple``)."""
+    return max(multiple, round(side / multiple) * multiple)
+
+
+class Teacher(nn.Module):
+    """A frozen depth teacher (see the module docstring). Subclasses set ``token_width`` when they give tokens.
+
+    Args:
+        family: the family's row in ``TEACHER_FAMILIES``.
+    """
+
+    token_width: int | None = None
+
+    def __init__(self, family: TeacherFamily) -> None:
+        super().__init__()
+        self.family = family
+
+    def forward(self, views: Tensor, want_tokens: bool = False) -> tuple[Tensor, Tensor | None]:
+        """Args: views (N, 3, H, W) RGB in [0, 1]. Returns the relative disparity (N, H, W) float32 and, when
+        ``want_tokens``, the final encoder tokens (N, T, token_width) float32 (else None)."""
+        raise NotImplementedError
+
+    @classmethod
+    def load(cls, name: str, checkpoint: str | None, family: TeacherFamily) -> Teacher:
+        """Build the teacher named ``name`` (alias, Hub id or local folder), with weights from ``checkpoint`` where
+        the family takes a separate weights file."""
+        raise NotImplementedError
+
+    def _check_no_tokens(self, want_tokens: bool) -> None:
+        if want_tokens and self.token_width is None:
+            raise ValueError(f"a {self.family.name} teacher has no encoder tokens for the feature term")
+
+
+class TransformersDepthTeacher(Teacher):
+    """Any ``AutoModelForDepthEstimation`` whose family is declared: views are resized to the sizes the network
+    accepts (``TeacherFamily.input_size``), normalised with the model's own mean/std, and the prediction is brought
+    back to the views' size and converted to disparity. Depth Anything models also give encoder tokens.
+
+    Args:
+        model: the depth model (``predicted_depth`` (N, h, w)).
+        family: its row in ``TEACHER_FAMILIES``.
+        mean_std: the model's input normalisation (mean, std), three values each.
+    """
+
+    def __init__(self, model: PreTrainedModel, family: TeacherFamily, mean_std: tuple[list[float], list[float]]):
+        super().__init__(family)
+        self.model = model
+        if family.tokens:
+            self.token_width = model.config.backbone_config.hidden_size
+        # Plain attributes, not buffers: they stay float32 when the teacher is cast to bf16.
+        self._mean_std = mean_std_tensors(*mean_std)
+
+    def forward(self, views: Tensor, want_tokens: bool = False) -> tuple[Tensor, Tensor | None]:
+        self._check_no_tokens(want_tokens)
+        height, width = views.shape[-2:]
+        dtype = next(self.model.parameters()).dtype
+        pixels = normalize_views(resize_bilinear(views, self.family.input_size(self.model.config, height, width)),
+                                 self._mean_std).to(dtype)
+        tap = EncoderTokenTap(self.model) if want_tokens else contextlib.nullcontext()
+        with tap:
+            prediction = self.model(pixel_values=pixels).predicted_depth
+        tokens = tap.tokens.float() if want_tokens else None
+        return resize_bilinear(to_disparity(prediction, self.family.predicts), (height, width)), tokens
+
+    @classmethod
+    def load(cls, name: str, checkpoint: str | None, family: TeacherFamily) -> TransformersDepthTeacher:
+        if family.model_type == "depth_anything":
+            model = build_depth_model(name, checkpoint)  # aliases, folders, Hub ids, original checkpoints
+        elif checkpoint is not None:
+            raise ValueError(f"--teacher_checkpoints {checkpoint}: only Depth Anything structures take a separate "
+                             f"weights file; pass the {family.name} model as a folder or Hub id in --teacher_models.")
+        else:
+            try:
+                model = AutoModelForDepthEstimation.from_pretrained(resolve_model_name(name))
+            except OSError as error:
+                if Path(name).is_dir():
+                    raise
+                raise ModelNotFoundError(f"Cannot load teacher '{name}' from the Hugging Face Hub: {error}") from error
+        return cls(model, family, image_mean_std(name))
+
+
+class GenPerceptTeacher(Teacher):
+    """GenPercept (Xu et al., arXiv 2403.06090): a Stable Diffusion 2.1 UNet fine-tuned for one-step perception.
+
+    The published one-step recipe: views are resized so that the longest edge is ``processing_resolution`` (sides
+    rounded to what VAE and UNet accept) and mapped to [-1, 1]; the image latent is the VAE posterior mean times
+    ``LATENT_SCALE``; the UNet sees that latent alone at timestep 1 with the empty prompt's embedding, and the
+    prediction is ``-unet_out`` (their one-step DDIM with beta 1 and v-prediction); the VAE decodes it, the three
+    channels are averaged, clipped to [-1, 1] and mapped to [0, 1], then resized back to the view: a min-max
+    disparity (larger = closer). The empty prompt is encoded once at construction; the text encoder is not kept.
+
+    Args:
+        unet: ``diffusers.UNet2DConditionModel`` (4 latent channels in and out).
+        vae: ``diffusers.AutoencoderKL``.
+        text_encoder: ``transformers.CLIPTextModel``; tokenizer: its tokenizer.
+        family: its row in ``TEACHER_FAMILIES``.
+        processing_resolution: longest edge the network works at (GenPercept: 768); 0 keeps the views' size.
+    """
+
+    LATENT_SCALE = 0.18215
+    TIMESTEP = 1
+    HUB_UNETS = {"genpercept-disparity": ("guangkaixu/genpercept-models", "unet_disparity_v2")}
+    HUB_BASE = "stabilityai/stable-diffusion-2-1"  # VAE, text encoder, tokenizer and the UNet's structure
+    DEFAULT_RESOLUTION = 768
+
+    def __init__(self, unet: nn.Module, vae: nn.Module, text_encoder: nn.Module, tokenizer, family: TeacherFamily,
+                 processing_resolution: int = DEFAULT_RESOLUTION) -> None:
+        super().__init__(family)
+        if processing_resolution < 0:
+            raise ValueError(f"processing_resolution must be >= 0, got {processing_resolution}")
+        self.unet, self.vae = unet, vae
+        self.processing_resolution = processing_resolution
+        # Sides must survive the VAE's and the UNet's downsamplings without rounding.
+        vae_factor = 2 ** (len(vae.config.block_out_channels) - 1)
+        self.size_multiple = vae_factor * 2 ** (len(unet.config.down_block_types) - 1)
+        input_ids = tokenizer("", padding="do_not_pad", return_tensors="pt").input_ids
+        with torch.no_grad():
+            embedding = text_encoder(input_ids.to(text_encoder.device))[0]
+        self.register_buffer("prompt_embedding", embedding.detach().float(), persistent=False)  # (1, T, D)
+
+    def processing_size(self, height: int, width: int) -> tuple[int, int]:
+        """The size views of ``height`` x ``width`` are processed at."""
+        scale = self.processing_resolution / max(height, width) if self.processing_resolution else 1.0
+        return nearest_multiple(height * scale, self.size_multiple), nearest_multiple(width * scale, self.size_multiple)
+
+    def forward(self, views: Tensor, want_tokens: bool = False) -> tuple[Tensor, Tensor | None]:
+        self._check_no_tokens(want_tokens)
+        height, width = views.shape[-2:]
+        dtype = next(self.unet.parameters()).dtype
+        pixels = (resize_bilinear(views, self.processing_size(height, width)) * 2.0 - 1.0).to(dtype)
+        latent = self.vae.encode(pixels).latent_dist.mean * self.LATENT_SCALE
+        prompt = self.prompt_embedding.to(dtype).expand(latent.shape[0], -1, -1)
+        prediction = -self.unet(latent, self.TIMESTEP, encoder_hidden_states=prompt).sample
+        decoded = self.vae.decode(prediction / self.LATENT_SCALE).sample.float().mean(dim=1)
+        disparity = (decoded.clamp(-1.0, 1.0) + 1.0) / 2.0
+        return resize_bilinear(disparity, (height, width)), None
+
+    @classmethod
+    def load(cls, name: str, checkpoint: str | None, family: TeacherFamily) -> GenPerceptTeacher:
+        """``name``: an alias of ``HUB_UNETS`` (UNet weights from the GenPercept repo, the rest from ``HUB_BASE``)
+        or a local folder holding ``unet/ vae/ text_encoder/ tokenizer/`` and ``teacher_config.json``."""
+        try:
+            from diffusers import AutoencoderKL, UNet2DConditionModel
+        except ImportError as error:
+            raise ImportError(f"The {name} teacher needs diffusers: pip install 'hf_distill[diffusers]'.") from error
+        from accelerate import init_empty_weights
+        from transformers import AutoTokenizer, CLIPTextModel
+
+        if checkpoint is not None:
+            raise ValueError(f"--teacher_checkpoints {checkpoint}: a GenPercept teacher takes its weights from its "
+                             "folder; pass the folder in --teacher_models.")
+        if name in cls.HUB_UNETS:
+            base, (unet_repo, unet_folder) = cls.HUB_BASE, cls.HUB_UNETS[name]
+            resolution = cls.DEFAULT_RESOLUTION
+        else:
+            base, unet_repo, unet_folder = name, name, "unet"
+            resolution = _read_teacher_config(Path(name)).get("processing_resolution", cls.DEFAULT_RESOLUTION)
+        try:
+            # The fine-tuned weights fill SD 2.1's UNet structure, as GenPercept's own loader does.
+            with init_empty_weights():
+                unet = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(base, subfolder="unet"))
+            unet.load_state_dict(_load_unet_weights(unet_repo, unet_folder), strict=True, assign=True)
+            vae = AutoencoderKL.from_pretrained(base, subfolder="vae")
+            text_encoder = CLIPTextModel.from_pretrained(base, subfolder="text_encoder")
+            tokenizer = AutoTokenizer.from_pretrained(base, subfolder="tokenizer")
+        except OSError as error:
+            if Path(name).is_dir():
+                raise
+            raise ModelNotFoundError(
+                f"Cannot load teacher '{name}' (UNet {unet_repo}/{unet_folder}; VAE, text encoder and tokenizer of "
+                f"{base}) from the Hugging Face Hub: {str(error).strip().splitlines()[0]}. Offline, pass a local "
+                f"folder holding unet/ vae/ text_encoder/ tokenizer/ and a {TEACHER_CONFIG_NAME} naming its family."
+            ) from error
+        # One dtype for all parts whatever the files store; the trainer then casts to --teacher_dtype.
+        return cls(unet, vae, text_encoder, tokenizer, family, processing_resolution=resolution).to(torch.float32)
+
+
+def _load_unet_weights(repo_or_folder: str, subfolder: str) -> dict[str, Tensor]:
+    """The UNet state dict from ``subfolder`` of a local folder or Hub repo (safetensors, else a .bin)."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
+    from safetensors.torch import load_file
+
+    for filename in ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin"):
+        if Path(repo_or_folder).is_dir():
+            path = Path(repo_or_folder) / subfolder / filename
+            if not path.is_file():
+                continue
+        else:
+            try:
+                path = hf_hub_download(repo_or_folder, filename, subfolder=subfolder)
+            except EntryNotFoundError as error:
+                if isinstance(error, LocalEntryNotFoundError):  # offline and not cached: not a missing file
+                    raise
+                continue
+        if filename.endswith(".safetensors"):
+            return load_file(str(path))
+        return torch.load(path, map_location="cpu", weights_only=True)
+    raise FileNotFoundError(f"{repo_or_folder}/{subfolder}: no diffusion_pytorch_model.safetensors or .bin")
+
+
+@dataclass(frozen=True)
+class TeacherFamily:
+    """One row of ``TEACHER_FAMILIES``.
+
+    name: display name; predicts: the network's output space; teacher_class: the ``Teacher`` that runs it (None:
+    refused); model_type: the transformers ``model_type`` of transformers families; tokens: gives final encoder
+    tokens (Depth Anything); input_multiple: network input sides are rounded to this; input_side: a fixed square
+    input side computed from the config (overrides input_multiple).
+    """
+
+    name: str
+    predicts: OutputSpace
+    teacher_class: type[Teacher] | None
+    model_type: str | None = None
+    tokens: bool = False
+    input_multiple: int = 1
+    input_side: Callable[[PretrainedConfig], int] | None = None
+
+    def input_size(self, config: PretrainedConfig, height: int, width: int) -> tuple[int, int]:
+        """The network input size for views of ``height`` x ``width``."""
+        if self.input_side is not None:
+            side = self.input_side(config)
+            return side, side
+        return nearest_multiple(height, self.input_multiple), nearest_multiple(width, self.input_multiple)
+
+
+# The one table of output spaces. Keys: transformers model_type (":metric" for Depth Anything's metric heads), or
+# a family alias for models outside transformers. Raw outputs are declared as the networks give them:
+# Depth Pro's `predicted_depth` is its canonical inverse depth (its post-processing is what turns it into metres).
+TEACHER_FAMILIES: dict[str, TeacherFamily] = {
+    "depth_anything": TeacherFamily("Depth Anything (V1, V2, Distill-Any-Depth)", OutputSpace.DISPARITY,
+                                    TransformersDepthTeacher, "depth_anything", tokens=True, input_multiple=14),
+    "depth_anything:metric": TeacherFamily("Depth Anything metric", OutputSpace.METRIC_DEPTH,
+                                           TransformersDepthTeacher, "depth_anything", tokens=True, input_multiple=14),
+    "dpt": TeacherFamily("DPT / MiDaS", OutputSpace.DISPARITY, TransformersDepthTeacher, "dpt", input_multiple=32),
+    "zoedepth": TeacherFamily("ZoeDepth", OutputSpace.METRIC_DEPTH, TransformersDepthTeacher, "zoedepth",
+                              input_multiple=32),
+    "depth_pro": TeacherFamily("Depth Pro", OutputSpace.INVERSE_DEPTH, TransformersDepthTeacher, "depth_pro",
+                               input_side=lambda c: round(c.patch_size / min(c.scaled_images_ratios))),
+    "genpercept-disparity": TeacherFamily("GenPercept disparity", OutputSpace.MINMAX_DISPARITY, GenPerceptTeacher),
+    "genpercept-depth": TeacherFamily("GenPercept depth", OutputSpace.AFFINE_DEPTH, None),
+    "marigold-depth": TeacherFamily("Marigold depth", OutputSpace.AFFINE_DEPTH, None),
+}
+
+# Names that are families themselves (models outside transformers).
+TEACHER_ALIASES = tuple(key for key, family in TEACHER_FAMILIES.items() if family.model_type is None)
+
+
+def _read_teacher_config(folder: Path) -> dict:
+    path = folder / TEACHER_CONFIG_NAME
+    if not path.is_file():
+        raise ValueError(
+            f"{folder} holds a diffusers model but no {TEACHER_CONFIG_NAME} saying what it predicts: write "
+            f'{{"family": "genpercept-disparity"}} into it (families: {", ".join(TEACHER_ALIASES)}).'
+        )
+    try:
+        settings = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}: not valid JSON ({error})") from error
+    if settings.get("family") not in TEACHER_ALIASES:
+        raise ValueError(f"{path}: 'family' must be one of {', '.join(TEACHER_ALIASES)}, "
+                         f"got {settings.get('family')!r}")
+    return settings
+
+
+def teacher_family(name_or_path: str) -> TeacherFamily:
+    """The declared family of a teacher name: a family alias, a local diffusers folder (its teacher_config.json) or
+    any transformers depth model (its config's model_type). Raises ValueError for undeclared families."""
+    if name_or_path in TEACHER_ALIASES:
+        return TEACHER_FAMILIES[name_or_path]
+    folder = Path(name_or_path)
+    if folder.is_dir() and ((folder / "unet").is_dir() or (folder / TEACHER_CONFIG_NAME).is_file()):
+        return TEACHER_FAMILIES[_read_teacher_config(folder)["family"]]
+    config = load_model_config(name_or_path)
+    key = config.model_type + (":metric" if getattr(config, "depth_estimation_type", None) == "metric" else "")
+    if key not in TEACHER_FAMILIES:
+        declared = ", ".join(k for k, f in TEACHER_FAMILIES.items() if f.model_type is not None)
+        raise ValueError(
+            f"Teacher '{name_or_path}': the output space of model type '{key}' is not declared, so it cannot be "
+            f"turned into disparity safely. Declared transformers families: {declared}; others: "
+            f"{', '.join(TEACHER_ALIASES)}. A new family is a row in hf_distill.teachers.TEACHER_FAMILIES."
+        )
+    return TEACHER_FAMILIES[key]
+
+
+def build_teacher(name_or_path: str, checkpoint: str | None = None) -> Teacher:
+    """The teacher named by ``--teacher_models`` (with its ``--teacher_checkpoints`` entry, if any), frozen.
+
+    Refuses families whose output space has no fixed conversion to disparity, saying why.
+    """
+    family = teacher_family(name_or_path)
+    if family.teacher_class is None or family.predicts not in ENTERS_AS:
+        raise ValueError(f"Teacher '{name_or_path}' ({family.name}) is refused: {REFUSAL_REASON}")
+    teacher = family.teacher_class.load(name_or_path, checkpoint, family)
+    return teacher.eval().requires_grad_(False)
