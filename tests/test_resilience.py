@@ -58,18 +58,21 @@ def _truncate(folder: Path) -> None:
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
 
 
-@pytest.mark.parametrize("damage", ["missing_weights", "truncated_optimizer", "no_manifest"])
-def test_incomplete_newest_checkpoint_is_passed_over(damage, assets, straight_run, tmp_path, caplog):
+@pytest.mark.parametrize("damage", ["intact", "missing_weights", "truncated_optimizer", "no_manifest"])
+def test_rerun_resumes_from_the_newest_complete_checkpoint(damage, assets, straight_run, tmp_path, caplog):
+    """Killed after checkpoint-4; checkpoint-4 then damaged or not: the same command ends as an uninterrupted run."""
     out = tmp_path / "run"
     _run_until_checkpoint_4(tiny_argv(assets, out, *SIX_STEPS))
-    newest = out / "checkpoint-4"
-    {"missing_weights": lambda f: (f / "model.safetensors").unlink(),
+    {"intact": lambda f: None,
+     "missing_weights": lambda f: (f / "model.safetensors").unlink(),
      "truncated_optimizer": _truncate,
-     "no_manifest": lambda f: (f / MANIFEST_NAME).unlink()}[damage](newest)
+     "no_manifest": lambda f: (f / MANIFEST_NAME).unlink()}[damage](out / "checkpoint-4")
 
     with caplog.at_level("WARNING", logger="hf_distill"):
         resumed = run_distillation(*parse_distill_args(tiny_argv(assets, out, *SIX_STEPS)))
-    assert "Not resuming from" in caplog.text and "checkpoint-4" in caplog.text
+    resumed_from = "checkpoint-4" if damage == "intact" else "checkpoint-2"
+    assert f"Resuming from {out / resumed_from}" in caplog.text
+    assert ("Not resuming from" in caplog.text) == (damage != "intact")
     assert resumed.state.global_step == 6
     torch.testing.assert_close(_student_state(resumed), _student_state(straight_run), rtol=0, atol=0)
 
