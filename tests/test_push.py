@@ -79,6 +79,16 @@ def test_each_hub_strategy_uploads_the_student_and_what_it_documents(assets, tmp
     if strategy == "checkpoint":  # last-checkpoint/ is the newest checkpoint, resumable
         state = json.loads(fake_hub.commits[1]["files"]["last-checkpoint/trainer_state.json"])
         assert state["global_step"] == 4
+        # The step-2 last-checkpoint/, as downloaded from the Hub, resumes the run to the very same weights.
+        downloaded = tmp_path / "downloaded"
+        for path, data in fake_hub.commits[0]["files"].items():
+            if path.startswith("last-checkpoint/"):
+                (downloaded / path).parent.mkdir(parents=True, exist_ok=True)
+                (downloaded / path).write_bytes(data)
+        resumed = run_distillation(*parse_distill_args(push_argv(
+            assets, tmp_path / "resumed", "--resume_from_checkpoint", str(downloaded / "last-checkpoint"))))
+        assert resumed.state.global_step == 4
+        torch.testing.assert_close(resumed.model.state_dict(), trainer.model.state_dict(), rtol=0, atol=0)
     if strategy == "end":
         # save_model() with --push_to_hub pushes once more (the Trainer's contract), without recursing.
         trainer.save_model()

@@ -372,9 +372,13 @@ class DistillationTrainer(Trainer):
         return str(commit.commit_url)
 
     def _push_from_checkpoint(self, checkpoint_folder: str) -> None:
-        """Disabled: the Trainer calls it inside ``_save_checkpoint`` before the projectors are written, and it
-        uploads all of ``output_dir`` (flat exports, visualisations, logs). ``_save_checkpoint`` pushes through
-        ``_push_student_checkpoint`` once the checkpoint is complete."""
+        """Uploads nothing: the Trainer calls it inside ``_save_checkpoint`` before the projectors are written, and
+        its upload is all of ``output_dir`` (flat exports, visualisations, logs); ``_save_checkpoint`` pushes through
+        ``_push_student_checkpoint`` once the checkpoint is complete. The Trainer rotates old checkpoints right after
+        this call: with ``--save_total_limit``, a running upload is awaited so that its checkpoint is not deleted
+        while it is read."""
+        if self.args.save_total_limit is not None:
+            self._finish_current_push()
 
     def _push_student_checkpoint(self, checkpoint_folder: Path) -> None:
         """Push at a save, in the background, as ``--hub_strategy`` says: ``every_save`` uploads the checkpoint's
