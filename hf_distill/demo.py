@@ -14,13 +14,14 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+from huggingface_hub import ModelCard, ModelCardData
 from PIL import Image
 from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation
 
 from hf_distill.data.synthetic import render_scene
 from hf_distill.evaluation.benchmarks import EvalSample
 from hf_distill.evaluation.predict import evaluate_model
-from hf_distill.hub import update_model_card
+from hf_distill.hub import eval_results_to_hub, evaluation_table, update_model_card
 from hf_distill.models import PACKAGE_MODELS, load_depth_model, tiny_depth_config
 from hf_distill.training.arguments import parse_distill_args
 from hf_distill.training.run import build_trainer, train_student
@@ -48,6 +49,30 @@ def demo_student_config() -> DepthAnythingConfig:
     return tiny_depth_config(
         "small", hidden_size=48, num_attention_heads=3, num_hidden_layers=4,
         neck_hidden_sizes=[12, 24, 48, 48], fusion_hidden_size=24, head_hidden_size=8,
+    )
+
+
+DEMO_TEACHER_CARD_TEMPLATE = Path(__file__).resolve().parent / "templates" / "demo_teacher_card.md"
+HELDOUT_BENCHMARK = "generated-scenes-heldout"
+
+
+def demo_teacher_card(metrics: dict[str, float], settings: dict) -> ModelCard:
+    """The demo teacher's README.md: what it is (trained with ground truth on generated scenes), how it was
+    trained (``settings``: scripts/make_demo_teacher.py's arguments), its held-out ``metrics`` and how to load it
+    from the installed package."""
+    config = demo_teacher_config()
+    entries = eval_results_to_hub({HELDOUT_BENCHMARK: metrics})
+    card_data = ModelCardData(
+        model_name="hf_distill demo teacher", license="apache-2.0", library_name="transformers",
+        pipeline_tag="depth-estimation", tags=["depth-estimation", "depth-anything", "hf_distill-demo"],
+        eval_results=entries,
+    )
+    num_parameters = sum(p.numel() for p in DepthAnythingForDepthEstimation(config).parameters())
+    return ModelCard.from_template(
+        card_data, template_path=str(DEMO_TEACHER_CARD_TEMPLATE), model_name=card_data.model_name,
+        num_parameters=f"{num_parameters / 1e6:.1f}M", hidden_size=config.backbone_config.hidden_size,
+        num_layers=config.backbone_config.num_hidden_layers, settings=settings,
+        depth_range=f"{EVAL_DEPTH_RANGE[0]:g} to {EVAL_DEPTH_RANGE[1]:g}", evaluation_table=evaluation_table(entries),
     )
 
 
@@ -94,7 +119,7 @@ def run_demo(argv: list[str] | tuple[str, ...] = (), *, num_eval_scenes: int = 2
     report["student_after"] = evaluate_on_samples(student, trainer.processing_class, samples)
     report = {name: {k: float(v) for k, v in metrics.items()} for name, metrics in report.items()}
     (output_dir / "demo_report.json").write_text(json.dumps(report, indent=2) + "\n")
-    update_model_card(output_dir, {"generated-scenes-heldout": report["student_after"]})
+    update_model_card(output_dir, {HELDOUT_BENCHMARK: report["student_after"]})
     print(format_report(report))
     print(f"\nDemo outputs in {output_dir}/: demo_report.json, the student folder (config.json, "
           "model.safetensors, preprocessor_config.json, README.md), student_final.safetensors, "

@@ -1,20 +1,24 @@
 """Model cards for distilled students and pushing them to the Hub.
 
 Cards are rendered from ``hf_distill/templates/model_card.md`` with ``huggingface_hub.ModelCard``:
-the YAML header carries pipeline_tag, library_name, base_model, datasets, licence and the
+the YAML header carries pipeline_tag, library_name, base_model, datasets, teachers, licence and the
 model-index (one ``EvalResult`` per benchmark and metric); the body carries teachers, recipe,
-hyper-parameters, an evaluation table, usage and the method's citation.
+hyper-parameters, an evaluation table, usage and the method's citation. Nothing in a card names a local
+path: a local folder appears by its folder name, a Hub id as is.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import math
 import re
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
-from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
+from huggingface_hub import CommitOperationAdd, EvalResult, HfApi, ModelCard, ModelCardData
 
+from hf_distill import __version__
 from hf_distill.evaluation.benchmarks import BENCHMARKS
 from hf_distill.evaluation.metrics import METRIC_NAMES
 from hf_distill.models import resolve_model_name
@@ -22,8 +26,13 @@ from hf_distill.models import resolve_model_name
 TEMPLATE_PATH = Path(__file__).resolve().parent / "templates" / "model_card.md"
 README = "README.md"
 TASK = "depth-estimation"
+TASK_NAME = "Relative depth estimation"
 NON_COMMERCIAL = "cc-by-nc-4.0"
 CARD_DECIMALS = 6  # metric values in model-index are rounded to this many decimals
+# The dataset_config of model-index entries of training-time evaluation ("training-time-best", ...): a group of
+# model-index results is one (task, dataset, config, split), so best, last and scripts/evaluate.py's entries of the
+# same dataset need distinct configs. A new card replaces all training-time entries.
+TRAINING_CONFIG = "training-time"
 
 # Licences declared by the Hub repos of known teachers / base models. Distill-Any-Depth's *-hf repos
 # could not be checked from here, so they count as unknown and never override the user's choice.
@@ -35,6 +44,15 @@ KNOWN_LICENSES: dict[str, str] = {
     "LiheYoung/depth-anything-base-hf": "apache-2.0",
     "LiheYoung/depth-anything-large-hf": "apache-2.0",
 }
+
+# The files of a student folder that reach the Hub (weights possibly sharded); README.md is added as the card.
+STUDENT_FILES = (
+    "config.json",
+    "model.safetensors",
+    "model-*-of-*.safetensors",
+    "model.safetensors.index.json",
+    "preprocessor_config.json",
+)
 
 _HUB_ID = re.compile(r"^[\w.-]+(/[\w.-]+)?$")
 _EVAL_START = "<!-- hf_distill:evaluation:start -->"
@@ -51,46 +69,114 @@ _METRIC_HEADERS = {
 }
 
 
-def resolve_license(models: list[str], license: str | None) -> str | None:
-    """The student's licence given the teachers and base model it derives from.
+# ---- names -----------------------------------------------------------------------------------------------
+
+
+def display_name(name_or_path: str | Path) -> str:
+    """How a model is named on a card: an alias or Hub id as given, a local folder or file by its own name (never
+    the absolute path of the training machine)."""
+    text = str(name_or_path)
+    path = Path(text)
+    return path.name if path.exists() or path.is_absolute() or text.startswith(".") else text
+
+
+def hub_id(name: str) -> str | None:
+    """The Hub id behind an alias or id; None for local paths."""
+    resolved = resolve_model_name(name)
+    return resolved if not Path(name).exists() and resolved.count("/") == 1 and _HUB_ID.match(resolved) else None
+
+
+def _link(name: str) -> str:
+    repo = hub_id(name)
+    return f"[{repo}](https://huggingface.co/{repo})" if repo else f"`{display_name(name)}`"
+
+
+# ---- licence ---------------------------------------------------------------------------------------------
+
+
+def known_license(name: str) -> str | None:
+    """The licence a model is published under: ``KNOWN_LICENSES`` for Hub ids and aliases, the ``license`` of a
+    local folder's own README.md card; None when unknown."""
+    resolved = resolve_model_name(name)
+    path = Path(resolved)
+    if path.is_dir():  # a local folder, or a model shipped in the package (demo-teacher)
+        card = path / README
+        return ModelCard.load(card).data.license if card.is_file() else None
+    return KNOWN_LICENSES.get(resolved)
+
+
+def resolve_license(
+    teachers: Sequence[str], base_model: str | None, license: str | None
+) -> tuple[str | None, str]:
+    """The student's licence given the teachers and the initial weights it derives from, and why.
 
     A CC-BY-NC-4.0 source makes the student cc-by-nc-4.0 (with a warning, also when it overrides
-    ``license``). Otherwise ``license`` is kept; without one, apache-2.0 when every source is known to
-    be apache-2.0, else None (with a warning asking for an explicit licence).
+    ``license``). Otherwise ``license`` is kept; without one, the sources' licence when they all share a
+    known one, else None (with a warning asking for an explicit licence).
+
+    Returns:
+        ``(licence or None, a sentence for the card saying which source constrains it and why)``.
     """
-    declared = {name: KNOWN_LICENSES.get(resolve_model_name(name)) for name in models}
+    roles = {name: "the teacher" for name in teachers}
+    if base_model:
+        roles[base_model] = "the teacher and initial weights" if base_model in roles else "the initial weights"
+    declared = {name: known_license(name) for name in roles}
+
+    def named(names: list[str]) -> str:
+        return " and ".join(f"{roles[n]} {display_name(n)} ({declared[n] or 'licence unknown'})" for n in names)
+
     restricted = [name for name, value in declared.items() if value == NON_COMMERCIAL]
     if restricted:
         message = (
-            f"{', '.join(restricted)} is licensed {NON_COMMERCIAL}: the distilled student is for "
-            f"non-commercial use only and its card declares {NON_COMMERCIAL}"
+            f"{', '.join(display_name(n) for n in restricted)} is licensed {NON_COMMERCIAL}: the distilled student is "
+            f"for non-commercial use only and its card declares {NON_COMMERCIAL}"
         )
         if license not in (None, NON_COMMERCIAL):
             message += f" (instead of the requested {license})"
         warnings.warn(message, UserWarning, stacklevel=3)
-        return NON_COMMERCIAL
+        return NON_COMMERCIAL, (
+            f"non-commercial, set by {named(restricted)}: a model distilled from another's predictions or initialised "
+            "from its weights is a derived work and keeps its non-commercial terms."
+        )
     if license is not None:
-        return license
-    if models and all(value == "apache-2.0" for value in declared.values()):
-        return "apache-2.0"
+        return license, f"declared for this model (sources: {named(list(roles))})." if roles else \
+            "declared for this model."
+    values = set(declared.values())
+    if roles and len(values) == 1 and None not in values:
+        return values.pop(), f"the licence of {named(list(roles))}."
     unknown = [name for name, value in declared.items() if value is None]
-    warnings.warn(
-        f"the licence of {', '.join(unknown) or 'the student'} is unknown: pass license= to declare one",
-        UserWarning,
-        stacklevel=3,
-    )
-    return None
+    names = ", ".join(display_name(n) for n in unknown) or "the student's sources"
+    warnings.warn(f"the licence of {names} is unknown: pass --license (license=) to declare one", UserWarning,
+                  stacklevel=3)
+    return None, f"not declared: the licence of {names} is unknown (declare one with `--license`)."
 
 
-def _hub_id(name: str) -> str | None:
-    """The Hub id behind an alias or id; None for local paths."""
-    resolved = resolve_model_name(name)
-    return resolved if not Path(name).exists() and resolved.count("/") == 1 else None
+# ---- model-index -----------------------------------------------------------------------------------------
 
 
-def _link(name: str) -> str:
-    hub_id = _hub_id(name)
-    return f"[{hub_id}](https://huggingface.co/{hub_id})" if hub_id else f"`{name}`"
+def _entries(
+    metrics: dict[str, float], *, dataset_type: str, dataset_name: str, dataset_split: str | None,
+    dataset_config: str | None = None,
+) -> list[EvalResult]:
+    entries = []
+    for metric in METRIC_NAMES:
+        value = metrics.get(metric)
+        if value is None or math.isnan(value):
+            continue
+        entries.append(
+            EvalResult(
+                task_type=TASK,
+                task_name=TASK_NAME,
+                dataset_type=dataset_type,
+                dataset_name=dataset_name,
+                dataset_config=dataset_config,
+                dataset_split=dataset_split,
+                metric_type=metric,
+                metric_name=_METRIC_HEADERS[metric],
+                metric_value=round(float(value), CARD_DECIMALS),
+            )
+        )
+    return entries
 
 
 def eval_results_to_hub(eval_results: dict[str, dict[str, float]]) -> list[EvalResult]:
@@ -98,31 +184,61 @@ def eval_results_to_hub(eval_results: dict[str, dict[str, float]]) -> list[EvalR
     entries = []
     for benchmark, metrics in eval_results.items():
         spec = BENCHMARKS.get(benchmark)
-        for metric in METRIC_NAMES:
-            value = metrics.get(metric)
-            if value is None or math.isnan(value):
-                continue
-            entries.append(
-                EvalResult(
-                    task_type=TASK,
-                    task_name="Relative depth estimation",
-                    dataset_type=spec.hub_dataset if spec else benchmark,
-                    dataset_name=spec.display_name if spec else benchmark,
-                    dataset_split=spec.split if spec else None,
-                    metric_type=metric,
-                    metric_name=_METRIC_HEADERS[metric],
-                    metric_value=round(float(value), CARD_DECIMALS),
-                )
-            )
+        entries += _entries(
+            metrics,
+            dataset_type=spec.hub_dataset if spec else benchmark,
+            dataset_name=spec.display_name if spec else benchmark,
+            dataset_split=spec.split if spec else None,
+        )
     return entries
 
 
+def training_eval_results(
+    evaluations: Sequence[dict[str, float]],
+    *,
+    metric_for_best_model: str,
+    greater_is_better: bool,
+    dataset_type: str,
+    dataset_name: str,
+    dataset_split: str | None,
+) -> list[EvalResult]:
+    """model-index entries of training-time evaluation: the best and the last evaluation of ``evaluations`` (the
+    Trainer's ``eval_*`` logs with their ``step``), one result group each (dataset_config ``training-time-best``,
+    ``training-time-last``; one group ``training-time-best-and-last`` when they are the same step)."""
+    key = metric_for_best_model if metric_for_best_model.startswith("eval_") else f"eval_{metric_for_best_model}"
+    scored = [log for log in evaluations if log.get(key) is not None and math.isfinite(log[key])]
+    if not scored:
+        return []
+    best = (max if greater_is_better else min)(scored, key=lambda log: log[key])
+    last = scored[-1]
+    picks = [("best and last", best)] if best["step"] == last["step"] else [("best", best), ("last", last)]
+    entries = []
+    for label, log in picks:
+        metrics = {name: log[f"eval_{name}"] for name in METRIC_NAMES if f"eval_{name}" in log}
+        entries += _entries(
+            metrics,
+            dataset_type=dataset_type,
+            dataset_name=f"{dataset_name} (during training, {label}: step {log['step']})",
+            dataset_split=dataset_split,
+            dataset_config=f"{TRAINING_CONFIG}-{label.replace(' ', '-')}",
+        )
+    return entries
+
+
+def is_training_result(entry: EvalResult) -> bool:
+    """Whether a model-index entry reports training-time evaluation (rather than ``scripts/evaluate.py``)."""
+    return (entry.dataset_config or "").startswith(TRAINING_CONFIG)
+
+
 def merge_eval_results(existing: list[EvalResult], new: list[EvalResult]) -> list[EvalResult]:
-    """Existing entries with the same task, dataset, split and metric get the new value; others are appended."""
+    """Existing entries of the same model-index group (task, dataset, config, split) and metric get the new value;
+    others are appended. New training-time entries replace every existing training-time entry."""
 
     def key(entry: EvalResult) -> tuple:
-        return entry.task_type, entry.dataset_type, entry.dataset_split, entry.metric_type
+        return entry.unique_identifier + (entry.metric_type,)
 
+    if any(is_training_result(entry) for entry in new):
+        existing = [entry for entry in existing if not is_training_result(entry)]
     merged = {key(entry): entry for entry in existing}
     for entry in new:
         merged[key(entry)] = entry
@@ -156,53 +272,58 @@ def _hyperparameters_table(hyperparameters: dict | None) -> str:
     return "\n".join(lines)
 
 
+# ---- cards -----------------------------------------------------------------------------------------------
+
+
 def build_model_card(
     *,
     model_name: str,
     base_model: str | None,
     teachers: list[str],
     datasets: list[str] | None = None,
+    data_text: list[str] | None = None,
     hyperparameters: dict | None = None,
     eval_results: dict[str, dict[str, float]] | None = None,
+    results: list[EvalResult] | None = None,
     license: str | None = None,
 ) -> ModelCard:
     """Render the card of a distilled student.
 
     Args:
-        model_name: the Hub repo id the card's usage snippets load (or a local name).
-        base_model: alias / Hub id the student was initialised from (None when trained from scratch).
-        teachers: aliases / Hub ids / local paths of the teachers.
-        datasets: Hub dataset ids or descriptions of the training data.
+        model_name: the Hub repo id the card's usage snippets load (or a local folder name).
+        base_model: alias / Hub id / local folder the student's weights were initialised from (None when trained
+            from scratch); a Hub id becomes ``base_model`` in the metadata.
+        teachers: aliases / Hub ids / local folders of the teachers.
+        datasets: Hub ids of the training data (``datasets`` in the metadata).
+        data_text: the training data as the text describes it (default: links to ``datasets``); never local paths.
         hyperparameters: shown as a table (e.g. the distillation arguments).
         eval_results: ``{benchmark: {metric: value}}`` as written by ``scripts/evaluate.py``.
+        results: further model-index entries (kept results of an earlier card, training-time evaluation).
         license: the user's licence; a CC-BY-NC-4.0 teacher or base model overrides it (with a warning).
     """
-    sources = list(teachers) + ([base_model] if base_model else [])
-    resolved_license = resolve_license(sources, license)
-    entries = eval_results_to_hub(eval_results or {})
-    base_hub_id = _hub_id(base_model) if base_model else None
+    resolved_license, license_reason = resolve_license(teachers, base_model, license)
+    entries = merge_eval_results(results or [], eval_results_to_hub(eval_results or {}))
+    base_hub_id = hub_id(base_model) if base_model else None
     card_data = ModelCardData(
         model_name=model_name,
         license=resolved_license,
         library_name="transformers",
         pipeline_tag=TASK,
         base_model=base_hub_id,
-        # Only Hub dataset ids go in the metadata; paths and descriptions stay in the text.
-        datasets=[d for d in datasets or [] if _HUB_ID.match(d) and not Path(d).exists()] or None,
+        datasets=list(datasets or []) or None,
         tags=["depth-estimation", "depth-anything", "knowledge-distillation", "distill-any-depth"],
         eval_results=entries or None,
+        teachers=[hub_id(t) or display_name(t) for t in teachers] or None,
     )
-    license_text = resolved_license or "not declared"
-    if resolved_license == NON_COMMERCIAL:
-        license_text += " (non-commercial: derived from a CC-BY-NC-4.0 teacher or base model)"
     return ModelCard.from_template(
         card_data,
         template_path=str(TEMPLATE_PATH),
         model_name=model_name,
         base_model_text=_link(base_model) if base_model else "",
         teachers_text=", ".join(_link(t) for t in teachers) or "not recorded",
-        datasets=datasets or [],
-        license_text=license_text,
+        data_text=data_text if data_text is not None else [f"[{d}](https://huggingface.co/datasets/{d})"
+                                                           for d in datasets or []],
+        license_text=f"{resolved_license}: {license_reason}" if resolved_license else license_reason,
         hyperparameters_table=_hyperparameters_table(hyperparameters),
         evaluation_table=evaluation_table(entries),
     )
@@ -212,9 +333,9 @@ def update_model_card(model_dir: str | Path, eval_results: dict[str, dict[str, f
     """Write evaluation results into ``model_dir/README.md`` and return the card.
 
     An existing card keeps its text and metadata: model-index entries for the same dataset and metric
-    get the new value, others are appended, and the evaluation table between the hf_distill markers is
-    regenerated (appended as a new section when the card has no markers). Without a card, a new one
-    is rendered (teachers unknown).
+    get the new value, others (training-time evaluation included) are kept, and the evaluation table between
+    the hf_distill markers is regenerated (appended as a new section when the card has no markers). Without a
+    card, a new one is rendered (teachers unknown).
     """
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
@@ -240,16 +361,54 @@ def update_model_card(model_dir: str | Path, eval_results: dict[str, dict[str, f
     return card
 
 
-PUSH_IGNORE_PATTERNS = [
-    "checkpoint-*",
-    "checkpoint-*/**",
-    "student_*.safetensors",
-    "runs/**",
-    "visualizations/**",
-    "*.pth",
-    "*.pt",
-    "training_args.bin",
-]
+def existing_results(model_dir: str | Path) -> list[EvalResult]:
+    """The model-index entries of ``model_dir/README.md`` (none without a card)."""
+    path = Path(model_dir) / README
+    return (ModelCard.load(path).data.eval_results or []) if path.is_file() else []
+
+
+# ---- push ------------------------------------------------------------------------------------------------
+
+
+def student_files(folder: str | Path) -> list[Path]:
+    """The files of a student folder that are published (``STUDENT_FILES``), sorted; raises FileNotFoundError when
+    the folder lacks its config or weights."""
+    folder = Path(folder)
+    files = sorted(p for p in folder.iterdir() if p.is_file() and any(fnmatch.fnmatch(p.name, g) for g in STUDENT_FILES))
+    names = {p.name for p in files}
+    if "config.json" not in names:
+        raise FileNotFoundError(f"{folder / 'config.json'} not found: save the student first")
+    if not any(fnmatch.fnmatch(n, "model*.safetensors") for n in names):
+        raise FileNotFoundError(f"no model*.safetensors in {folder}: save the student first")
+    return files
+
+
+def upload_student(
+    repo_id: str,
+    folder: str | Path,
+    card: str | Path,
+    *,
+    checkpoint: str | Path | None = None,
+    checkpoint_path_in_repo: str | None = None,
+    token: str | None = None,
+    revision: str | None = None,
+    commit_message: str = "Upload distilled depth student",
+):
+    """One commit to an existing model repo: the student files of ``folder``, the card as ``README.md`` and, with
+    ``checkpoint``, every file of that folder under ``checkpoint_path_in_repo/``. ``card`` is the card's text or
+    the path of a README.md. Returns the ``CommitInfo``."""
+    operations = [CommitOperationAdd(path_in_repo=path.name, path_or_fileobj=path) for path in student_files(folder)]
+    card_bytes = Path(card).read_bytes() if isinstance(card, Path) else card.encode("utf-8")
+    operations.append(CommitOperationAdd(path_in_repo=README, path_or_fileobj=card_bytes))
+    if checkpoint is not None:
+        root = Path(checkpoint)
+        prefix = (checkpoint_path_in_repo or root.name).strip("/")
+        operations += [
+            CommitOperationAdd(path_in_repo=f"{prefix}/{path.relative_to(root).as_posix()}", path_or_fileobj=path)
+            for path in sorted(root.rglob("*")) if path.is_file()
+        ]
+    api = HfApi(token=token, library_name="hf_distill", library_version=__version__)
+    return api.create_commit(repo_id, operations, commit_message=commit_message, revision=revision)
 
 
 def push_student_to_hub(
@@ -258,26 +417,18 @@ def push_student_to_hub(
     *,
     token: str | None = None,
     private: bool | None = None,
+    revision: str | None = None,
     commit_message: str = "Upload distilled depth student",
 ) -> str:
-    """Create (or reuse) the model repo and upload the student folder: weights, configs, card.
-
-    Trainer checkpoints, seed-style ``student_*.safetensors`` copies, logs and visualisations stay
-    local. Returns the commit URL.
-    """
+    """Create (or reuse) the model repo and upload the student folder in one commit: config, weights, processor
+    and README.md card, nothing else (Trainer checkpoints, ``student_*.safetensors`` exports, logs and
+    visualisations stay local). Returns the commit URL."""
     output_dir = Path(output_dir)
-    for required in ("config.json", README):
-        if not (output_dir / required).is_file():
-            raise FileNotFoundError(f"{output_dir / required} not found: save the student and its card first")
-    if not any(output_dir.glob("model*.safetensors")):
-        raise FileNotFoundError(f"no model*.safetensors in {output_dir}: save the student first")
-    api = HfApi(token=token)
+    if not (output_dir / README).is_file():
+        raise FileNotFoundError(f"{output_dir / README} not found: write the student's card first")
+    student_files(output_dir)  # fails before the repo is created
+    api = HfApi(token=token, library_name="hf_distill", library_version=__version__)
     repo = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
-    commit = api.upload_folder(
-        repo_id=repo.repo_id,
-        folder_path=str(output_dir),
-        repo_type="model",
-        commit_message=commit_message,
-        ignore_patterns=PUSH_IGNORE_PATTERNS,
-    )
+    commit = upload_student(repo.repo_id, output_dir, output_dir / README, token=token, revision=revision,
+                            commit_message=commit_message)
     return str(commit.commit_url)

@@ -2,6 +2,7 @@
 """Train the demo teacher shipped in hf_distill/assets/demo-teacher/ (deterministic, CPU).
 
     python scripts/make_demo_teacher.py                     # about 8 minutes on 2 cores
+    python scripts/make_demo_teacher.py --card_only         # rewrite README.md from demo_teacher_metrics.json
 
 A small Depth Anything (V2-Small structure scaled down) learns relative depth, as Depth Anything does: affine-
 invariant disparity with the median/MAD normalised loss of hf_distill.losses plus gradient matching, from
@@ -21,13 +22,19 @@ import numpy as np
 import torch
 from transformers import DepthAnythingForDepthEstimation
 
-from hf_distill.demo import DEMO_PROCESSING_SIZE, demo_eval_samples, demo_teacher_config, evaluate_on_samples
+from hf_distill.demo import (
+    DEMO_PROCESSING_SIZE,
+    demo_eval_samples,
+    demo_teacher_card,
+    demo_teacher_config,
+    evaluate_on_samples,
+)
 from hf_distill.data.synthetic import render_scene
-from hf_distill.hub import build_model_card
 from hf_distill.losses import gradient_matching_loss, normalized_l1
 from hf_distill.models import default_image_processor
 
 TRAIN_SEED_OFFSET = 100_000  # training scenes never overlap the held-out scenes (seeds < 10_000)
+TRAINING_SETTINGS = ("steps", "batch_size", "num_scenes", "lr", "seed")  # the arguments the card records
 
 
 def render_training_set(num_scenes: int, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -99,7 +106,16 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--num_scenes", type=int, default=1500)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--card_only", action="store_true",
+                        help="only rewrite README.md from the folder's demo_teacher_metrics.json (no training)")
     args = parser.parse_args(argv)
+    output_dir = Path(args.output_dir)
+    settings = {name: getattr(args, name) for name in TRAINING_SETTINGS}
+    if args.card_only:
+        metrics = json.loads((output_dir / "demo_teacher_metrics.json").read_text())
+        demo_teacher_card(metrics, settings).save(output_dir / "README.md")
+        print(f"wrote {output_dir / 'README.md'}")
+        return 0
     torch.set_num_threads(max(torch.get_num_threads(), 1))
 
     start = time.perf_counter()
@@ -109,20 +125,10 @@ def main(argv: list[str]) -> int:
     minutes = (time.perf_counter() - start) / 60
     print(f"held-out generated scenes: abs_rel {metrics['abs_rel']:.4f} delta1 {metrics['delta1']:.4f}")
 
-    output_dir = Path(args.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(output_dir)
     processor.save_pretrained(output_dir)
-    card = build_model_card(
-        model_name="hf_distill demo teacher",
-        base_model=None,
-        teachers=[],
-        datasets=["hf_distill generated RGB-D scenes (hf_distill.data.synthetic)"],
-        hyperparameters={**vars(args), "output_dir": None, "training_minutes_2_cpu_cores": round(minutes, 1)},
-        eval_results={"generated-scenes-heldout": metrics},
-        license="apache-2.0",
-    )
-    card.save(output_dir / "README.md")
+    demo_teacher_card(metrics, settings).save(output_dir / "README.md")
     (output_dir / "demo_teacher_metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     print(f"wrote {output_dir} in {minutes:.1f} min")
     return 0

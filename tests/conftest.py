@@ -1,4 +1,5 @@
-"""Test-wide settings (no network, quiet libraries, small thread pools) and the tiny models and data most tests share."""
+"""Test-wide settings (no network, quiet libraries, small thread pools), the tiny models and data most tests
+share, and the fake Hub API boundary."""
 
 import os
 from pathlib import Path
@@ -12,8 +13,16 @@ os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
 # subprocess tests (scripts, 2-process DDP) inherit it.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-import pytest  # noqa: E402  (imports after the environment above)
+import concurrent.futures  # noqa: E402  (after the environment above)
+import hashlib  # noqa: E402
+import re  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
 import torch  # noqa: E402
+from huggingface_hub import CommitInfo, CommitOperationAdd, HfApi, RepoUrl  # noqa: E402
+from PIL import Image  # noqa: E402
+
 from transformers import DepthAnythingForDepthEstimation  # noqa: E402
 
 from hf_distill.testing import write_image_folder, write_webdataset_shards  # noqa: E402
@@ -23,6 +32,8 @@ from hf_distill.models import default_image_processor, tiny_depth_config  # noqa
 # A model-card metric is the measured value rounded to CARD_DECIMALS: off by at most half its last digit.
 CARD_ROUNDING = 0.5 * 10**-CARD_DECIMALS + 1e-12
 
+
+# ---- tiny runs -----------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="session")
 def assets(tmp_path_factory) -> dict[str, Path]:
@@ -38,7 +49,8 @@ def assets(tmp_path_factory) -> dict[str, Path]:
 
 
 def tiny_argv(assets, output_dir, *extra: str) -> list[str]:
-    """A 4-step CPU run of the tiny large-like teacher into the tiny student on the generated images."""
+    """A 4-step CPU distillation of ``assets`` (checkpoints and visualisations at steps 2 and 4); ``extra`` flags
+    override."""
     return [
         "--teacher_models", str(assets["teacher_large"]), "--student_arch", str(assets["student"]),
         "--student_init", "random", "--dataset_dir", str(assets["data"]), "--output_dir", str(output_dir),
@@ -46,3 +58,61 @@ def tiny_argv(assets, output_dir, *extra: str) -> list[str]:
         "--batch_size", "2", "--num_iterations", "4", "--checkpoint_interval", "2", "--logging_steps", "2",
         "--visualize_steps", "2", "--use_cpu", "--report_to", "none", "--seed", "0", *extra,
     ]
+
+
+# ---- the Hub API boundary ---------------------------------------------------------------------------------
+
+FAKE_USER = "fake-user"
+
+
+class FakeHub:
+    """Records what would reach the Hub: ``HfApi.create_repo`` and ``HfApi.create_commit`` are replaced (for every
+    HfApi instance, transformers' own included); everything above them runs for real.
+
+    ``repos``: repo ids created. ``commits``: one dict per commit: repo_id, message, paths (sorted paths in the
+    repo) and files ({path: bytes}).
+    """
+
+    def __init__(self) -> None:
+        self.repos: list[str] = []
+        self.commits: list[dict] = []
+
+    def create_repo(self, api, repo_id, *, private=None, exist_ok=False, repo_type=None, **kwargs):
+        full_id = repo_id if "/" in repo_id else f"{FAKE_USER}/{repo_id}"  # the Hub puts it in the user's namespace
+        self.repos.append(full_id)
+        return RepoUrl(f"https://huggingface.co/{full_id}")
+
+    def create_commit(self, api, repo_id, operations, *, commit_message, run_as_future=False, **kwargs):
+        files = {}
+        for operation in operations:
+            assert isinstance(operation, CommitOperationAdd), operation
+            with operation.as_file() as handle:
+                files[operation.path_in_repo] = handle.read()
+        self.commits.append({"repo_id": repo_id, "message": commit_message, "paths": sorted(files), "files": files})
+        oid = hashlib.sha1(repr(len(self.commits)).encode()).hexdigest()
+        info = CommitInfo(commit_url=f"https://huggingface.co/{repo_id}/commit/{oid}", commit_message=commit_message,
+                          commit_description="", oid=oid)
+        if run_as_future:
+            future = concurrent.futures.Future()
+            future.set_result(info)
+            return future
+        return info
+
+
+@pytest.fixture
+def fake_hub(monkeypatch) -> FakeHub:
+    hub = FakeHub()
+    monkeypatch.setattr(HfApi, "create_repo", lambda api, repo_id, **kw: hub.create_repo(api, repo_id, **kw))
+    monkeypatch.setattr(HfApi, "create_commit", lambda api, repo_id, operations, **kw: hub.create_commit(
+        api, repo_id, operations, **kw))
+    return hub
+
+
+def run_python_snippets(card_text: str, folder, monkeypatch) -> int:
+    """Execute every ```python block of a card in ``folder`` (where an image.jpg is written); returns how many ran."""
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (60, 80, 3), dtype=np.uint8)).save(folder / "image.jpg")
+    monkeypatch.chdir(folder)
+    blocks = re.findall(r"```python\n(.*?)```", card_text, flags=re.S)
+    for block in blocks:
+        exec(compile(block, "<model card snippet>", "exec"), {})
+    return len(blocks)

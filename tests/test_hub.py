@@ -5,7 +5,6 @@ import warnings
 import pytest
 from huggingface_hub import ModelCard
 
-from hf_distill import hub
 from hf_distill.hub import build_model_card, push_student_to_hub, update_model_card
 
 NYU = {"abs_rel": 0.05, "delta1": 0.97, "rmse": 0.2, "num_samples": 654}
@@ -22,7 +21,8 @@ def test_card_metadata_usage_and_citation(tmp_path):
             model_name="me/student-small",
             base_model="depthanything-small",
             teachers=["depthanything-v1-large"],
-            datasets=["sa1b", "generated scenes (demo)"],
+            datasets=["someone/sa1b-subset"],
+            data_text=["[someone/sa1b-subset](https://huggingface.co/datasets/someone/sa1b-subset)", "`scenes` (demo)"],
             hyperparameters={"lambda_lg": 0.5, "normalization": "hybrid"},
             eval_results={"nyu": NYU},
         )
@@ -32,8 +32,12 @@ def test_card_metadata_usage_and_citation(tmp_path):
     assert data.pipeline_tag == "depth-estimation" and data.library_name == "transformers"
     assert data.base_model == "depth-anything/Depth-Anything-V2-Small-hf"
     assert data.license == "apache-2.0"
-    assert data.datasets == ["sa1b"]  # only Hub ids in the metadata; descriptions in the text
-    assert "**Training data:** sa1b, generated scenes (demo)" in loaded.text
+    assert data.datasets == ["someone/sa1b-subset"]  # only Hub ids in the metadata; descriptions in the text
+    assert data.teachers == ["LiheYoung/depth-anything-large-hf"]
+    assert ("**Training data:** [someone/sa1b-subset](https://huggingface.co/datasets/someone/sa1b-subset), "
+            "`scenes` (demo)") in loaded.text
+    assert ("**Licence:** apache-2.0: the licence of the teacher depthanything-v1-large (apache-2.0) and the "
+            "initial weights depthanything-small (apache-2.0).") in loaded.text
     assert _index(loaded) == {("nyu_depth_v2", "abs_rel"): 0.05, ("nyu_depth_v2", "delta1"): 0.97,
                               ("nyu_depth_v2", "rmse"): 0.2}
     assert all(e.task_type == "depth-estimation" for e in data.eval_results)
@@ -51,7 +55,24 @@ def test_non_commercial_teacher_makes_the_student_non_commercial(teacher):
     with pytest.warns(UserWarning, match="non-commercial.*instead of the requested mit"):
         card = build_model_card(model_name="s", base_model="depthanything-small", teachers=[teacher], license="mit")
     assert card.data.license == "cc-by-nc-4.0"
-    assert "non-commercial" in card.text
+    # The card names the source that constrains the licence, and why.
+    assert f"**Licence:** cc-by-nc-4.0: non-commercial, set by the teacher {teacher} (cc-by-nc-4.0): a model " \
+           "distilled from another's predictions or initialised from its weights is a derived work" in card.text
+
+
+def test_non_commercial_initial_weights_and_local_folders(tmp_path):
+    with pytest.warns(UserWarning, match="depthanything-base is licensed cc-by-nc-4.0"):
+        card = build_model_card(model_name="s", base_model="depthanything-base", teachers=["depthanything-small"])
+    assert card.data.license == "cc-by-nc-4.0" and card.data.base_model == "depth-anything/Depth-Anything-V2-Base-hf"
+    # A local teacher folder is known by its own card's licence and named by its folder name, never its path.
+    teacher = tmp_path / "my-teacher"
+    teacher.mkdir()
+    (teacher / "README.md").write_text("---\nlicense: apache-2.0\n---\n# teacher\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        card = build_model_card(model_name="s", base_model=None, teachers=[str(teacher)])
+    assert card.data.license == "apache-2.0" and card.data.teachers == ["my-teacher"]
+    assert "**Teachers:** `my-teacher`" in card.text and str(tmp_path) not in str(card)
 
 
 def test_licence_kept_or_unknown():
@@ -96,33 +117,21 @@ def test_update_appends_section_to_foreign_card(tmp_path):
         update_model_card(tmp_path / "missing", {"nyu": NYU})
 
 
-class _FakeApi:
-    calls: list = []
-
-    def __init__(self, token=None):
-        self.calls.append(("init", token))
-
-    def create_repo(self, repo_id, **kwargs):
-        self.calls.append(("create_repo", repo_id, kwargs))
-        return type("RepoUrl", (), {"repo_id": repo_id})()
-
-    def upload_folder(self, **kwargs):
-        self.calls.append(("upload_folder", kwargs))
-        return type("CommitInfo", (), {"commit_url": f"https://huggingface.co/{kwargs['repo_id']}/commit/abc"})()
-
-
-def test_push_uploads_the_student_folder(tmp_path, monkeypatch):
-    monkeypatch.setattr(hub, "HfApi", _FakeApi)
-    _FakeApi.calls = []
+def test_push_uploads_exactly_the_student_folder(tmp_path, fake_hub):
+    with pytest.raises(FileNotFoundError, match="README.md"):
+        push_student_to_hub(tmp_path, "me/student")
+    (tmp_path / "README.md").write_text("---\nlicense: mit\n---\n# card\n")
     with pytest.raises(FileNotFoundError, match="config.json"):
         push_student_to_hub(tmp_path, "me/student")
-    for name in ("config.json", "README.md", "model.safetensors"):
-        (tmp_path / name).write_text("x")
+    for name in ("config.json", "model.safetensors", "preprocessor_config.json", "training_args.bin",
+                 "student_final.safetensors", "student_checkpoint_2.safetensors", "train.log"):
+        (tmp_path / name).write_text(name)
+    for name in ("checkpoint-2/model.safetensors", "visualizations/step_0000002.png", "runs/events"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(name)
     url = push_student_to_hub(tmp_path, "me/student", token="t", private=True)
-    assert url == "https://huggingface.co/me/student/commit/abc"
-    assert _FakeApi.calls[0] == ("init", "t")
-    _, repo_id, create_kwargs = _FakeApi.calls[1]
-    assert repo_id == "me/student" and create_kwargs["private"] is True and create_kwargs["exist_ok"] is True
-    _, upload = _FakeApi.calls[2]
-    assert upload["folder_path"] == str(tmp_path) and upload["repo_id"] == "me/student"
-    assert "checkpoint-*" in upload["ignore_patterns"] and "student_*.safetensors" in upload["ignore_patterns"]
+    assert fake_hub.repos == ["me/student"]
+    [commit] = fake_hub.commits
+    assert url.startswith("https://huggingface.co/me/student/commit/")
+    assert commit["paths"] == ["README.md", "config.json", "model.safetensors", "preprocessor_config.json"]
+    assert commit["files"]["README.md"] == (tmp_path / "README.md").read_bytes()

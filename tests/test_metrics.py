@@ -123,3 +123,51 @@ def test_bad_inputs_raise():
         evaluate_depth(gt, gt, valid, alignment="median", **RANGE)
     with pytest.raises(ValueError, match="shape"):
         batch_depth_metrics(torch.ones(1, 4, 4), torch.ones(1, 4, 5), torch.ones(1, 4, 4, dtype=torch.bool), **RANGE)
+
+
+# ---- the evaluate module ----------------------------------------------------------------------------------
+
+
+def test_evaluate_module_is_the_mean_of_evaluate_depth_over_images():
+    import configparser
+    import fnmatch
+    from pathlib import Path
+
+    import evaluate
+
+    from hf_distill.evaluation import load_depth_metric
+
+    rng = np.random.default_rng(3)
+    shapes = [(12, 16), (9, 7), (12, 16)]
+    gts = [rng.uniform(0.5, 12.0, shape).astype(np.float32) for shape in shapes]
+    preds = [(1.0 / gt * rng.uniform(0.8, 1.2, gt.shape)).astype(np.float32) for gt in gts]
+    masks = [rng.random(shape) > 0.2 for shape in shapes]
+    masks[2][:] = False  # no valid pixel: left out of the mean and of num_samples
+    # Invalid reference pixels: 0 (a benchmark's mask) or not finite.
+    references = [np.where(mask, gt, 0.0).astype(np.float32) for gt, mask in zip(gts, masks)]
+    references[1][0, :3] = np.nan
+    masks[1][0, :3] = False
+
+    metric = load_depth_metric(alignment="depth", min_depth=1e-3, max_depth=10.0)
+    assert isinstance(metric, evaluate.EvaluationModule)
+    result = metric.compute(predictions=preds, references=references)
+    per_image = [evaluate_depth(p, g, m, alignment="depth", min_depth=1e-3, max_depth=10.0)
+                 for p, g, m in zip(preds[:2], gts[:2], masks[:2])]
+    assert result["num_samples"] == 2
+    for name in METRIC_NAMES:
+        assert result[name] == pytest.approx(np.mean([row[name] for row in per_image]), rel=1e-12), name
+    # Module arguments matter: disparity alignment and the depth range give other numbers.
+    other = load_depth_metric(min_depth=1e-3, max_depth=2.0).compute(predictions=preds, references=references)
+    assert other["abs_rel"] != pytest.approx(result["abs_rel"], rel=1e-3)
+    with pytest.raises(ValueError, match="alignment"):
+        load_depth_metric(alignment="log")
+
+    # The module folder ships with the package (setup.cfg package_data), so evaluate.load works after pip install.
+    config = configparser.ConfigParser()
+    config.read(Path(__file__).resolve().parents[1] / "setup.cfg")
+    patterns = config["options.package_data"]["hf_distill"].split()
+    package = Path(__file__).resolve().parents[1] / "hf_distill"
+    module_files = [p.relative_to(package).as_posix() for p in (package / "evaluation" / "depth_metric").iterdir()
+                    if p.is_file()]
+    assert "evaluation/depth_metric/depth_metric.py" in module_files
+    assert all(any(fnmatch.fnmatch(f, pattern) for pattern in patterns) for f in module_files), module_files

@@ -1,6 +1,5 @@
 """datasets-backed training sources: NYU CSV layout (units, path resolution), image folders, webdataset."""
 
-import io
 import numpy as np
 import pytest
 import torch
@@ -48,12 +47,19 @@ def test_nyu_three_channel_depth_uses_first_channel(tmp_path):
     np.testing.assert_allclose(read_nyu_depth(path), np.full((2, 2), 2.0, np.float32), rtol=1e-6)
 
 
+def _paths(ds) -> list[str]:
+    """The image files behind a source (its `image` column read undecoded)."""
+    undecoded = ds.cast_column("image", datasets.Image(decode=False))
+    return [undecoded[i]["image"]["path"] for i in range(len(ds))]
+
+
 def test_nyu_columns_and_paths(tmp_path):
     root = _nyu_dir(tmp_path)
     ds = load_nyu(root)
     assert isinstance(ds, datasets.Dataset) and len(ds) == 1 and ds.column_names == ["image", "depth"]
     example = ds[0]
-    assert example["image"]["path"] == str(root / "nyu2_train/00001_colors.png")
+    assert isinstance(example["image"], Image.Image) and example["image"].size == (3, 2)  # decoded, as datasets do
+    assert _paths(ds) == [str(root / "nyu2_train/00001_colors.png")]
     assert example["depth_path"] == str(root / "nyu2_train/00001_depth.png")
 
 
@@ -74,7 +80,7 @@ def test_nyu_csv_path_resolution(tmp_path):
     ])
     ds = load_nyu(root)
     assert len(ds) == 3
-    assert {ds[i]["image"]["path"] for i in range(3)} == {str(root / "nyu2_train/00001_colors.png")}
+    assert set(_paths(ds)) == {str(root / "nyu2_train/00001_colors.png")}
 
 
 def test_nyu_csv_paths_under_a_data_folder(tmp_path):
@@ -82,7 +88,7 @@ def test_nyu_csv_paths_under_a_data_folder(tmp_path):
     root = _nyu_dir(tmp_path)
     (root / "data").mkdir()
     (root / "nyu2_train").rename(root / "data" / "nyu2_train")
-    assert load_nyu(root)[0]["image"]["path"] == str(root / "data/nyu2_train/00001_colors.png")
+    assert _paths(load_nyu(root)) == [str(root / "data/nyu2_train/00001_colors.png")]
 
 
 def test_nyu_missing_file_names_csv_and_line(tmp_path):
@@ -123,7 +129,7 @@ def test_image_folder_recursive_and_filtered(tmp_path):
     _rgb(tmp_path / ".cache/hidden.png")
     (tmp_path / "notes.txt").write_text("not an image")
     ds = load_images(tmp_path)
-    paths = [ds[i]["image"]["path"] for i in range(len(ds))]
+    paths = _paths(ds)
     assert len(paths) == 5 and paths == sorted(paths)
     assert not any("hidden" in p or p.endswith(".txt") for p in paths)
 
@@ -135,7 +141,7 @@ def test_webdataset_streams_and_drops_json(tmp_path):
     examples = list(ds)
     assert set(examples[0]) == {"__key__", "__url__", "image"}
     assert sorted(e["__key__"] for e in examples) == [f"sa_{n}" for n in range(1, 7)]
-    assert Image.open(io.BytesIO(examples[0]["image"]["bytes"])).format == "JPEG"
+    assert isinstance(examples[0]["image"], Image.Image) and examples[0]["image"].format == "JPEG"
     assert [e["__key__"] for e in load_webdataset(str(tmp_path / "sa_*.tar"))] == [e["__key__"] for e in examples]
 
 

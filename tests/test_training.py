@@ -12,8 +12,10 @@ import torch
 from safetensors.torch import load_file
 from transformers import DepthAnythingForDepthEstimation, pipeline
 
+from conftest import run_python_snippets, tiny_argv
 from hf_distill.data import collate_views
 from hf_distill.demo import DEMO_TEACHER
+from hf_distill.evaluation import METRIC_NAMES
 from hf_distill.losses import (
     feature_alignment_loss,
     gradient_matching_loss,
@@ -21,11 +23,10 @@ from hf_distill.losses import (
     normalized_l1,
 )
 from hf_distill.models import EncoderTokenTap, tiny_depth_config
-from hf_distill.testing import write_nyu_csv_layout
+from hf_distill.testing import write_eval_benchmark, write_nyu_csv_layout
 from hf_distill.training.arguments import parse_distill_args
 from hf_distill.training.run import build_trainer, run_distillation
 
-from conftest import tiny_argv
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -166,7 +167,7 @@ def test_bf16_autocast_on_cpu_runs(assets, tmp_path):
 # ---- outputs and resume -----------------------------------------------------------------------------------
 
 
-def test_output_dir_holds_only_the_student_and_loads_with_pipeline(assets, tmp_path):
+def test_output_dir_holds_only_the_student_and_loads_with_pipeline(assets, tmp_path, monkeypatch):
     out = tmp_path / "run"
     run_distillation(*parse_distill_args(tiny_argv(assets, out)))
     student_keys = set(DepthAnythingForDepthEstimation(tiny_depth_config("small")).state_dict())
@@ -184,13 +185,16 @@ def test_output_dir_holds_only_the_student_and_loads_with_pipeline(assets, tmp_p
     assert depth["predicted_depth"].ndim == 2
     card = (out / "README.md").read_text()
     assert "pipeline_tag: depth-estimation" in card and "teacher_large" in card
+    assert str(tmp_path) not in card and 'pipeline("depth-estimation", model="run")' in card  # the folder's name
+    assert run_python_snippets(card, tmp_path, monkeypatch) == 2  # every usage snippet works next to the folder
     assert sorted(p.name for p in (out / "visualizations").iterdir()) == ["step_0000002.png", "step_0000004.png"]
     logged = [json.loads(line) for line in (out / "train.log").read_text().splitlines() if line.startswith("{")]
     assert {"loss_sc", "loss_lg", "loss_feat", "loss_grad", "samples_per_second"} <= set(logged[0])
 
 
 def test_evaluation_on_nyu_ground_truth_tracks_the_best_student(assets, tmp_path):
-    nyu = write_nyu_csv_layout(tmp_path / "nyu", num_train=4, num_test=3, size=(96, 128), seed=5)
+    # The DenseDepth test split is NYUv2's 480x640 frames, scored with its protocol (Eigen crop, 1e-3 < d < 10).
+    nyu = write_nyu_csv_layout(tmp_path / "nyu", num_train=4, num_test=3, size=(480, 640), seed=5)
     out = tmp_path / "run"
     trainer = run_distillation(*parse_distill_args(tiny_argv(
         assets, out, "--dataset_dir", str(nyu), "--use_nyu_dataset", "--eval_strategy", "steps",
@@ -200,6 +204,7 @@ def test_evaluation_on_nyu_ground_truth_tracks_the_best_student(assets, tmp_path
     for log in evaluations:
         assert log["eval_num_samples"] == 3
         assert 0 < log["eval_abs_rel"] < 10 and 0 <= log["eval_delta1"] <= 1
+    assert trainer.state.best_metric == min(log["eval_abs_rel"] for log in evaluations)  # metric_for_best_model
     best = min(evaluations, key=lambda log: log["eval_abs_rel"])
     assert (out / "student_best.safetensors").is_file()
     # student_best holds the weights of the best evaluated step, exported at the same time as its checkpoint
@@ -207,18 +212,51 @@ def test_evaluation_on_nyu_ground_truth_tracks_the_best_student(assets, tmp_path
                                load_file(out / f"student_checkpoint_{best['step']}.safetensors"))
 
 
+def test_training_time_evaluation_is_the_published_protocol(assets, tmp_path):
+    """trainer.evaluate() and scripts/evaluate.py score the same student on the same NYUv2 fixture identically:
+    whole images, prediction resized to the ground truth, Eigen crop, depth range, disparity alignment."""
+    split = write_eval_benchmark("nyu", tmp_path / "nyu", 3, seed=3)
+    out = tmp_path / "run"
+    trainer = run_distillation(*parse_distill_args(tiny_argv(
+        assets, out, "--num_iterations", "2", "--eval_benchmark", "nyu", "--eval_dataset_dir", str(tmp_path / "nyu"),
+        "--eval_split_file", str(split), "--per_device_eval_batch_size", "2")))
+    metrics = trainer.evaluate()
+    assert metrics["eval_num_samples"] == 3 and "eval_runtime" in metrics
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "scripts/evaluate.py"), "--model", str(out), "--benchmark", "nyu", "--data_dir",
+         str(tmp_path / "nyu"), "--split_file", str(split), "--batch_size", "2", "--output_json", str(tmp_path / "e.json")],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    published = json.loads((tmp_path / "e.json").read_text())
+    for name in METRIC_NAMES:
+        assert metrics[f"eval_{name}"] == pytest.approx(published[name], rel=1e-6, abs=1e-9), name
+    # predict() returns the maps the metrics were computed on: each prediction at its ground truth's size.
+    output = trainer.predict(trainer.eval_dataset)
+    assert output.predictions.shape == output.label_ids.shape == (3, 480, 640)
+    assert output.metrics["test_abs_rel"] == pytest.approx(metrics["eval_abs_rel"], rel=1e-12)
+    assert (output.label_ids[:, :45] == 0).all()  # outside the Eigen crop: no ground truth
+
+
 # ---- distributed -----------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("variant", ["one_teacher", "two_teachers_activation_checkpointing", "streamed_shards"])
+@pytest.mark.parametrize("variant", ["one_teacher_evaluated", "two_teachers_activation_checkpointing",
+                                     "streamed_shards"])
 def test_two_process_ddp_run_completes(assets, tmp_path, variant):
     extra = {
-        "one_teacher": [],
+        # 3 evaluation images over 2 ranks: the uneven last batch is gathered without duplicates
+        "one_teacher_evaluated": [
+            "--eval_benchmark", "nyu", "--eval_dataset_dir", str(tmp_path / "nyu"), "--eval_split_file",
+            str(tmp_path / "nyu" / "nyu_depth_labeled_filename_list_test.txt"), "--eval_strategy", "steps",
+            "--eval_steps", "3", "--per_device_eval_batch_size", "2"],
         "two_teachers_activation_checkpointing": [
             "--teacher_models", str(assets["teacher_large"]), str(assets["teacher_base"]), "--activation_checkpointing"],
         # each rank streams its own shard (the trainer keeps accelerate from dispatching or re-sharding)
         "streamed_shards": ["--dataset_dir", str(assets["shards"]), "--dataset_format", "webdataset"],
     }[variant]
+    if variant == "one_teacher_evaluated":
+        write_eval_benchmark("nyu", tmp_path / "nyu", 3, seed=3)
     out = tmp_path / "ddp"
     # `accelerate launch --cpu` always starts a single process; the multi-process launcher (torchrun) with the
     # trainer's --use_cpu gives real DDP over gloo.
@@ -230,5 +268,16 @@ def test_two_process_ddp_run_completes(assets, tmp_path, variant):
     assert result.returncode == 0, messages[-6000:]
     state = json.loads((out / "checkpoint-3" / "trainer_state.json").read_text())
     assert state["global_step"] == 3
+    if variant == "one_teacher_evaluated":
+        [evaluation] = [log for log in state["log_history"] if "eval_abs_rel" in log]
+        published = subprocess.run(
+            [sys.executable, str(ROOT / "scripts/evaluate.py"), "--model", str(out), "--benchmark", "nyu",
+             "--data_dir", str(tmp_path / "nyu"), "--split_file", extra[5], "--output_json", str(tmp_path / "e.json")],
+            capture_output=True, text=True, timeout=300)
+        assert published.returncode == 0, published.stderr
+        assert evaluation["eval_num_samples"] == 3  # the padded duplicate of the uneven last batch is dropped
+        # the final student's numbers; other batch compositions change float32 rounding only
+        assert evaluation["eval_abs_rel"] == pytest.approx(json.loads((tmp_path / "e.json").read_text())["abs_rel"],
+                                                           rel=1e-5)
     assert (out / "student_final.safetensors").is_file()
     assert "| `world_size` | `2` |" in (out / "README.md").read_text()

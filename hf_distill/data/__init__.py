@@ -1,7 +1,14 @@
 """Data: training sources, cross-context views, batching, and generated RGB-D scenes."""
 
 from .collate import collate_views
-from .sources import load_images, load_nyu, load_training_source, load_webdataset, read_nyu_depth
+from .sources import (
+    load_dataset_source,
+    load_images,
+    load_nyu,
+    load_training_source,
+    load_webdataset,
+    read_nyu_depth,
+)
 from .synthetic import SyntheticScene, render_scene
 from .views import IterableViewDataset, ViewDataset, ViewSampler, build_view_dataset
 
@@ -12,6 +19,7 @@ __all__ = [
     "ViewSampler",
     "build_view_dataset",
     "collate_views",
+    "load_dataset_source",
     "load_images",
     "load_nyu",
     "load_training_source",

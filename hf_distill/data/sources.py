@@ -1,10 +1,12 @@
 """Training sources as Hugging Face `datasets`: NYU (DenseDepth CSV layout), image folders, webdataset shards,
-and generated scenes.
+and generated scenes, and any dataset `datasets.load_dataset` reads (a Hub id, a local folder of parquet/arrow files,
+a data file, a `save_to_disk` folder).
 
-Every source has an `image` column of `datasets.Image(decode=False)` values ({"path", "bytes"}): the view
-pipeline decodes images itself (reduced-size JPEG decoding, skipping broken files). NYU sources add a
-`depth` column that reads as float32 metres (H, W) through a formatting transform, plus `depth_path`.
-Generated scenes are rendered on access (PIL `image`, optional exact `depth`).
+Every source follows the `datasets` convention: `ds[i]["image"]` is a decoded PIL image (a `datasets.Image()`
+column; generated scenes are rendered on access). The view pipeline casts the column to
+`datasets.Image(decode=False)` where it wants the bytes (reduced-size JPEG decoding, skipping broken files). Sources
+with ground truth add a `depth` column in metres: NYU's reads as float32 (H, W) through a formatting transform (plus
+`depth_path`), a dataset's is its `--depth_column`, generated scenes' is exact.
 """
 
 from __future__ import annotations
@@ -24,7 +26,9 @@ __all__ = [
     "load_nyu",
     "load_images",
     "load_webdataset",
+    "load_dataset_source",
     "load_training_source",
+    "detect_source_format",
     "read_nyu_depth",
 ]
 
@@ -108,7 +112,7 @@ def _existing_dir(path: str | Path) -> Path:
 def load_nyu(dataset_dir: str | Path, split: str = "train") -> datasets.Dataset:
     """NYU Depth V2 in the DenseDepth CSV layout (dataset_dir/nyu2_{split}.csv, lines `rgb_path,depth_path`).
 
-    Columns: `image` (undecoded), `depth` (reads as float32 metres (H, W), 0 = invalid), `depth_path`.
+    Columns: `image` (decoded), `depth` (reads as float32 metres (H, W), 0 = invalid), `depth_path`.
     """
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
@@ -117,7 +121,7 @@ def load_nyu(dataset_dir: str | Path, split: str = "train") -> datasets.Dataset:
     if not csv_path.is_file():
         raise FileNotFoundError(f"{csv_path} not found: {root} is not a DenseDepth NYU directory")
     images, depths = _read_pairs(csv_path, root)
-    features = datasets.Features({"image": datasets.Image(decode=False), "depth": datasets.Image(decode=False)})
+    features = datasets.Features({"image": datasets.Image(), "depth": datasets.Image(decode=False)})
     ds = datasets.Dataset.from_dict({"image": images, "depth": depths}, features=features)
     ds.set_transform(_decode_depth)
     return ds
@@ -133,8 +137,7 @@ def load_images(path: str | Path) -> datasets.Dataset:
     )
     if not files:
         raise ValueError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found under {root}")
-    features = datasets.Features({"image": datasets.Image(decode=False)})
-    return datasets.Dataset.from_dict({"image": files}, features=features)
+    return datasets.Dataset.from_dict({"image": files}, features=datasets.Features({"image": datasets.Image()}))
 
 
 def _shard_files(pattern: str | Path) -> list[str]:
@@ -166,12 +169,88 @@ def load_webdataset(
     image_column = next((c for c in ("jpg", "jpeg", "png", "webp") if c in (ds.features or {})), None)
     if image_column is None:
         raise ValueError(f"no .jpg/.jpeg/.png/.webp members found in the shards at {pattern} (e.g. {files[0]})")
-    # Cast first: every later step would otherwise decode (and re-encode) each image with PIL.
+    # Undecoded while selecting and renaming: those steps would otherwise decode (and re-encode) each image.
     ds = ds.cast_column(image_column, datasets.Image(decode=False)).select_columns(["__key__", "__url__", image_column])
     if image_column != "image":
         ds = ds.rename_column(image_column, "image")
     if streaming and shuffle_buffer > 1:
         ds = ds.shuffle(seed=seed, buffer_size=shuffle_buffer)
+    return ds.cast_column("image", datasets.Image())
+
+
+_DATA_FILE_BUILDERS = {".parquet": "parquet", ".arrow": "arrow"}
+# A `save_to_disk` Dataset is read as a stream of this many shards (at most one example each), so that ranks and
+# DataLoader workers can split it by shard.
+_STREAM_SHARDS = 64
+
+
+def _load_split(name: str, config_name: str | None, split: str, streaming: bool):
+    """`datasets.load_dataset` on a Hub id, a local folder or data files; `load_from_disk` on a saved `Dataset`."""
+    path = Path(name)
+    if path.is_dir() and (path / "state.json").is_file():  # Dataset.save_to_disk: the layout load_dataset refuses
+        ds = datasets.load_from_disk(str(path))
+        return ds.to_iterable_dataset(num_shards=max(1, min(_STREAM_SHARDS, len(ds)))) if streaming else ds
+    if path.is_file() or any(c in name for c in "*?["):
+        builder = _DATA_FILE_BUILDERS.get(Path(name).suffix)
+        if builder is None:
+            raise ValueError(f"data files must be {' or '.join(_DATA_FILE_BUILDERS)}")
+        return datasets.load_dataset(builder, data_files={split: name}, split=split, streaming=streaming)
+    return datasets.load_dataset(name, config_name, split=split, streaming=streaming)
+
+
+def load_dataset_source(
+    name: str,
+    config_name: str | None = None,
+    split: str = "train",
+    *,
+    streaming: bool = False,
+    image_column: str = "image",
+    depth_column: str | None = None,
+    shuffle_buffer: int = 1000,
+    seed: int = 0,
+    flag: str = "--dataset_name",
+) -> datasets.Dataset | datasets.IterableDataset:
+    """One split of a dataset that `datasets` reads, as a source with an `image` column (and `depth`).
+
+    Args:
+        name: a Hub id; a local folder `load_dataset` reads (parquet/arrow files, a `DatasetDict` saved with
+            `save_to_disk`); a .parquet/.arrow file or glob; or a `Dataset` saved with `save_to_disk` (read with
+            `load_from_disk`, `split` ignored). Local data goes through the same `load_dataset` call as a Hub id.
+        config_name, split: the dataset configuration and split.
+        streaming: return an `IterableDataset` read lazily, shuffled with a seeded buffer of `shuffle_buffer`
+            examples (`IterableViewDataset` splits it across ranks and DataLoader workers by shard).
+        image_column: the column of images, renamed `image` (decoded PIL images).
+        depth_column: the column of ground-truth depth in metres (float (H, W) maps, e.g. an `Image` of mode F or
+            an array), renamed `depth`; None drops depth.
+        flag: the command-line flag named in error messages.
+    """
+    try:
+        ds = _load_split(name, config_name, split, streaming)
+    except ValueError as error:
+        raise ValueError(f"{flag} {name} (split {split!r}): {error}") from error
+    except OSError as error:
+        raise OSError(f"{flag} {name} (split {split!r}): {error}") from error
+    columns = {image_column: "image", **({depth_column: "depth"} if depth_column else {})}
+    available = ds.column_names
+    if available is not None:
+        for column, role in columns.items():
+            if column not in available:
+                option = "--image_column" if role == "image" else "--depth_column"
+                raise ValueError(f"{flag} {name}: no column {column!r} ({option}); its columns are {available}")
+    features = ds.features or {}
+    images = [column for column in columns if isinstance(features.get(column), datasets.Image)]
+    # Undecoded while selecting, renaming and shuffling: those steps would otherwise decode every image.
+    for column in images:
+        ds = ds.cast_column(column, datasets.Image(decode=False))
+    ds = ds.select_columns(list(columns))
+    for column, role in columns.items():
+        if column != role:
+            ds = ds.rename_column(column, role)
+    if streaming and shuffle_buffer > 1:
+        ds = ds.shuffle(seed=seed, buffer_size=shuffle_buffer)
+    for column, role in columns.items():
+        if column in images or role == "image":
+            ds = ds.cast_column(role, datasets.Image())  # paths or {"bytes", "path"} values become images
     return ds
 
 
@@ -210,6 +289,19 @@ def load_generated_scenes(
     return ds
 
 
+def detect_source_format(dataset_dir: str | Path) -> str:
+    """The layout of a `--dataset_dir`: "webdataset" (a glob, a .tar, or a folder of .tar shards), "nyu"
+    (nyu2_train.csv present) or "images"."""
+    text = str(dataset_dir)
+    path = Path(text)
+    if any(c in text for c in "*?[") or (path.is_file() and path.suffix == ".tar"):
+        return "webdataset"
+    root = _existing_dir(path)
+    if (root / "nyu2_train.csv").is_file():
+        return "nyu"
+    return "webdataset" if any(root.glob("*.tar")) else "images"
+
+
 def load_training_source(
     dataset_dir: str | Path, format: str = "auto", *, shuffle_buffer: int = 1000, seed: int = 0
 ) -> datasets.Dataset | datasets.IterableDataset:
@@ -218,19 +310,8 @@ def load_training_source(
     `shuffle_buffer` and `seed` shape the streamed shuffle (see `load_webdataset`)."""
     if format not in SOURCE_FORMATS:
         raise ValueError(f"format must be one of {SOURCE_FORMATS}, got {format!r}")
-    text = str(dataset_dir)
     if format == "auto":
-        path = Path(text)
-        if any(c in text for c in "*?[") or (path.is_file() and path.suffix == ".tar"):
-            format = "webdataset"
-        else:
-            root = _existing_dir(path)
-            if (root / "nyu2_train.csv").is_file():
-                format = "nyu"
-            elif any(root.glob("*.tar")):
-                format = "webdataset"
-            else:
-                format = "images"
+        format = detect_source_format(dataset_dir)
     if format == "nyu":
         return load_nyu(dataset_dir, "train")
     if format == "webdataset":

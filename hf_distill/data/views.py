@@ -244,6 +244,18 @@ def _warn_skipped(error: OSError) -> None:
         logger.warning("skipping a broken training sample: %s", message)
 
 
+def undecoded_images(source: Any) -> Any:
+    """`source` with its `image` column cast to `datasets.Image(decode=False)` ({"path", "bytes"} values), so that
+    views are decoded here (reduced-size JPEG decoding, broken files skipped); other sources are returned as is."""
+    import datasets
+
+    features = getattr(source, "features", None) or {}
+    image = features.get("image")
+    if isinstance(image, datasets.Image) and image.decode:
+        return source.cast_column("image", datasets.Image(decode=False))
+    return source
+
+
 def _make_sample(example: dict, sampler: ViewSampler, *, epoch: int, index: int) -> dict[str, Any]:
     """Views of one source example; raises UnreadableSampleError (naming the file) for broken images."""
     if example.get("__key__"):  # webdataset member: name it by shard and key
@@ -266,7 +278,8 @@ def _make_sample(example: dict, sampler: ViewSampler, *, epoch: int, index: int)
 
 
 class ViewDataset(torch.utils.data.Dataset):
-    """Map-style dataset of views over a `datasets.Dataset` with an `image` column (and optional `depth`).
+    """Map-style dataset of views over a `datasets.Dataset` with an `image` column (and optional `depth`), read
+    undecoded (`undecoded_images`).
 
     An unreadable image (or depth file) is skipped with a warning naming it: the next examples are tried
     and the sample reports how many were skipped in `skipped`; its views are still drawn with the
@@ -276,7 +289,7 @@ class ViewDataset(torch.utils.data.Dataset):
     def __init__(self, source: Any, sampler: ViewSampler, *, max_consecutive_skips: int = 64) -> None:
         if len(source) == 0:
             raise ValueError("the training source is empty")
-        self.source = source
+        self.source = undecoded_images(source)
         self.sampler = sampler
         self.max_consecutive_skips = max_consecutive_skips
         self.epoch = 0
@@ -305,7 +318,7 @@ class ViewDataset(torch.utils.data.Dataset):
 
 
 class IterableViewDataset(torch.utils.data.IterableDataset):
-    """Streaming dataset of views over a `datasets.IterableDataset` with an `image` column.
+    """Streaming dataset of views over a `datasets.IterableDataset` with an `image` column, read undecoded.
 
     Splits the stream across ranks with `datasets.distributed.split_dataset_by_node` (whole shards per
     rank when the shard count is a multiple of the world size, otherwise every rank reads all shards and
@@ -317,7 +330,7 @@ class IterableViewDataset(torch.utils.data.IterableDataset):
 
     def __init__(self, source: Any, sampler: ViewSampler, *, rank: int | None = None,
                  world_size: int | None = None) -> None:
-        self.source = source
+        self.source = undecoded_images(source)
         self.sampler = sampler
         self.rank = rank
         self.world_size = world_size

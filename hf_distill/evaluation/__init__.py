@@ -1,25 +1,37 @@
 """Evaluation: depth metrics, benchmark readers and model evaluation."""
 
-from hf_distill.evaluation.benchmarks import BENCHMARKS, BenchmarkDataset, BenchmarkSpec, EvalSample, load_benchmark
-from hf_distill.evaluation.metrics import METRIC_NAMES, batch_depth_metrics, evaluate_depth
-from hf_distill.evaluation.predict import (
-    evaluate_model,
-    load_model_and_processor,
-    predict_depth,
+from hf_distill.evaluation.benchmarks import (
+    BENCHMARKS,
+    BenchmarkDataset,
+    BenchmarkSpec,
+    DatasetSamples,
+    EvalSample,
+    load_benchmark,
+)
+from hf_distill.evaluation.metrics import (
+    METRIC_NAMES,
+    batch_depth_metrics,
+    evaluate_depth,
+    load_depth_metric,
+    mean_depth_metrics,
     summarize_rows,
 )
+from hf_distill.evaluation.predict import evaluate_model, load_model_and_processor, predict_depth
 
 __all__ = [
     "BENCHMARKS",
     "METRIC_NAMES",
     "BenchmarkDataset",
     "BenchmarkSpec",
+    "DatasetSamples",
     "EvalSample",
     "batch_depth_metrics",
     "evaluate_depth",
     "evaluate_model",
     "load_benchmark",
+    "load_depth_metric",
     "load_model_and_processor",
+    "mean_depth_metrics",
     "predict_depth",
     "summarize_rows",
 ]

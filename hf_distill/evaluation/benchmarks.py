@@ -18,6 +18,7 @@ diode     ``*_depth.npy`` (H, W, 1) + ``*_depth_mask.npy``              mask & d
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import tarfile
@@ -129,6 +130,13 @@ def _range_mask(depth: np.ndarray, min_depth: float, max_depth: float) -> np.nda
     return np.isfinite(depth) & (depth > min_depth) & (depth < max_depth)
 
 
+def _masked(mask: Callable[[np.ndarray], np.ndarray], depth: np.ndarray, where: str) -> np.ndarray:
+    try:
+        return mask(depth)
+    except ValueError as error:
+        raise ValueError(f"{where}: {error}") from error
+
+
 def _check_same_size(image: Image.Image, depth: np.ndarray, where: str) -> None:
     if depth.shape != (image.height, image.width):
         raise ValueError(
@@ -142,15 +150,20 @@ _NYU_SIZE = (480, 640)
 _NYU_EIGEN_CROP = (slice(45, 471), slice(41, 601))
 
 
+def nyu_mask(depth: np.ndarray) -> np.ndarray:
+    """NYUv2's evaluation mask of a 480x640 depth map in metres: the Eigen crop and 1e-3 < d < 10."""
+    if depth.shape != _NYU_SIZE:
+        raise ValueError(f"NYUv2 frames are 480x640 (the Eigen crop is defined there), got {depth.shape}")
+    eigen = np.zeros(depth.shape, dtype=bool)
+    eigen[_NYU_EIGEN_CROP] = True
+    return _range_mask(depth, 1e-3, 10.0) & eigen
+
+
 def _read_nyu(files: _Files, fields: list[str], where: str) -> tuple[Image.Image, np.ndarray, np.ndarray]:
     image = _read_rgb(files, fields[0])
     depth = _read_png_depth(files, fields[1], 1000.0)
     _check_same_size(image, depth, where)
-    if depth.shape != _NYU_SIZE:
-        raise ValueError(f"{where}: NYUv2 frames are 480x640 (the Eigen crop is defined there), got {depth.shape}")
-    eigen = np.zeros(depth.shape, dtype=bool)
-    eigen[_NYU_EIGEN_CROP] = True
-    return image, depth, _range_mask(depth, 1e-3, 10.0) & eigen
+    return image, depth, _masked(nyu_mask, depth, where)
 
 
 KB_CROP_HEIGHT, KB_CROP_WIDTH = 352, 1216
@@ -169,6 +182,11 @@ def kitti_eigen_mask(height: int, width: int) -> np.ndarray:
     return mask
 
 
+def kitti_mask(depth: np.ndarray) -> np.ndarray:
+    """KITTI's evaluation mask of a KB-cropped depth map in metres: the Eigen crop and 1e-5 < d < 80."""
+    return _range_mask(depth, 1e-5, 80.0) & kitti_eigen_mask(*depth.shape)
+
+
 def _read_kitti(files: _Files, fields: list[str], where: str) -> tuple[Image.Image, np.ndarray, np.ndarray]:
     image = _read_rgb(files, fields[0])
     depth = _read_png_depth(files, fields[1], 256.0)
@@ -178,7 +196,12 @@ def _read_kitti(files: _Files, fields: list[str], where: str) -> tuple[Image.Ima
     rows, cols = kitti_benchmark_crop(*depth.shape)
     image = image.crop((cols.start, rows.start, cols.stop, rows.stop))
     depth = np.ascontiguousarray(depth[rows, cols])
-    return image, depth, _range_mask(depth, 1e-5, 80.0) & kitti_eigen_mask(*depth.shape)
+    return image, depth, kitti_mask(depth)
+
+
+def eth3d_mask(depth: np.ndarray) -> np.ndarray:
+    """ETH3D's evaluation mask of a depth map in metres: finite and > 1e-5."""
+    return _range_mask(depth, 1e-5, np.inf)
 
 
 def _read_eth3d(files: _Files, fields: list[str], where: str) -> tuple[Image.Image, np.ndarray, np.ndarray]:
@@ -190,16 +213,21 @@ def _read_eth3d(files: _Files, fields: list[str], where: str) -> tuple[Image.Ima
             "(the RGB image's size)"
         )
     depth = raw.reshape(image.height, image.width).copy()
-    valid = _range_mask(depth, 1e-5, np.inf)
+    valid = eth3d_mask(depth)
     depth[~np.isfinite(depth)] = 0.0
     return image, depth, valid
+
+
+def scannet_mask(depth: np.ndarray) -> np.ndarray:
+    """ScanNet's evaluation mask of a depth map in metres: 1e-3 < d < 10."""
+    return _range_mask(depth, 1e-3, 10.0)
 
 
 def _read_scannet(files: _Files, fields: list[str], where: str) -> tuple[Image.Image, np.ndarray, np.ndarray]:
     image = _read_rgb(files, fields[0])
     depth = _read_png_depth(files, fields[1], 1000.0)
     _check_same_size(image, depth, where)
-    return image, depth, _range_mask(depth, 1e-3, 10.0)
+    return image, depth, scannet_mask(depth)
 
 
 def _read_npy(files: _Files, rel: str, where: str) -> np.ndarray:
@@ -209,6 +237,11 @@ def _read_npy(files: _Files, rel: str, where: str) -> np.ndarray:
         raise ValueError(f"{where}: {rel} is not a readable .npy array: {error}") from error
 
 
+def diode_mask(depth: np.ndarray) -> np.ndarray:
+    """DIODE's depth-side mask (finite and > 0); its archives add a ``*_depth_mask.npy`` on top."""
+    return np.isfinite(depth) & (depth > 0)
+
+
 def _read_diode(files: _Files, fields: list[str], where: str) -> tuple[Image.Image, np.ndarray, np.ndarray]:
     image = _read_rgb(files, fields[0])
     depth = _read_npy(files, fields[1], where).astype(np.float32).squeeze()
@@ -216,7 +249,7 @@ def _read_diode(files: _Files, fields: list[str], where: str) -> tuple[Image.Ima
     _check_same_size(image, depth, where)
     if mask.shape != depth.shape:
         raise ValueError(f"{where}: mask {fields[2]} has shape {mask.shape}, depth has {depth.shape}")
-    return image, depth, mask & np.isfinite(depth) & (depth > 0)
+    return image, depth, mask & diode_mask(depth)
 
 
 @dataclass(frozen=True)
@@ -225,7 +258,9 @@ class BenchmarkSpec:
 
     ``min_depth``/``max_depth`` clip the aligned prediction; ``fields`` is how many relative paths a
     split line must give (KITTI lines also carry a focal length); ``needed`` indexes the paths the reader
-    opens. ``hub_dataset``/``split`` name the dataset in model-index entries.
+    opens. ``hub_dataset``/``split`` name the dataset in model-index entries. ``mask`` is the benchmark's
+    evaluation mask of a depth map in metres (crops and valid range), which the reader applies and which
+    scores the same benchmark from other sources (a Hub copy, the DenseDepth NYU test split).
     """
 
     name: str
@@ -238,6 +273,7 @@ class BenchmarkSpec:
     needed: tuple[int, ...]
     hub_dataset: str
     reader: Callable[[_Files, list[str], str], tuple[Image.Image, np.ndarray, np.ndarray]]
+    mask: Callable[[np.ndarray], np.ndarray]
 
     @property
     def default_split_path(self) -> Path:
@@ -250,22 +286,27 @@ BENCHMARKS: dict[str, BenchmarkSpec] = {
         BenchmarkSpec(
             "nyu", "NYUv2", "nyu_depth_labeled_filename_list_test.txt", "test",
             min_depth=1e-3, max_depth=10.0, fields=2, needed=(0, 1), hub_dataset="nyu_depth_v2", reader=_read_nyu,
+            mask=nyu_mask,
         ),
         BenchmarkSpec(
             "kitti", "KITTI", "kitti_depth_eigen_test_files_with_gt.txt", "test",
             min_depth=1e-5, max_depth=80.0, fields=2, needed=(0, 1), hub_dataset="kitti", reader=_read_kitti,
+            mask=kitti_mask,
         ),
         BenchmarkSpec(
             "eth3d", "ETH3D", "eth3d_depth_eth3d_filename_list.txt", "test",
             min_depth=1e-5, max_depth=float("inf"), fields=2, needed=(0, 1), hub_dataset="eth3d", reader=_read_eth3d,
+            mask=eth3d_mask,
         ),
         BenchmarkSpec(
             "scannet", "ScanNet", "scannet_depth_scannet_val_sampled_list_800_1.txt", "validation",
             min_depth=1e-3, max_depth=10.0, fields=2, needed=(0, 1), hub_dataset="scannet", reader=_read_scannet,
+            mask=scannet_mask,
         ),
         BenchmarkSpec(
             "diode", "DIODE", "diode_depth_diode_val_all_filename_list.txt", "validation",
             min_depth=0.6, max_depth=350.0, fields=3, needed=(0, 1, 2), hub_dataset="diode", reader=_read_diode,
+            mask=diode_mask,
         ),
     )
 }
@@ -347,3 +388,51 @@ def load_benchmark(
                     f"{root}: {line.fields[i]} not found (listed on line {line.number} of {split_path})"
                 )
     return BenchmarkDataset(spec, files, split_path, lines)
+
+
+def depth_in_metres(value, where: str) -> np.ndarray:
+    """A depth column value (float PIL image of mode ``F``, array, nested list) as float32 (H, W) metres.
+
+    Integer depth (16-bit PNGs in millimetres, 8-bit scaled maps) has dataset-specific units: it is refused
+    rather than guessed.
+    """
+    depth = np.asarray(value)
+    if depth.ndim == 3 and depth.shape[-1] == 1:
+        depth = depth[..., 0]
+    if depth.ndim != 2:
+        raise ValueError(f"{where}: depth must be one (H, W) map, got shape {depth.shape}")
+    if not np.issubdtype(depth.dtype, np.floating):
+        raise ValueError(
+            f"{where}: depth holds {depth.dtype} values; expected float depth in metres (integer maps have "
+            "dataset-specific units: convert them to metres first)"
+        )
+    return depth.astype(np.float32, copy=False)
+
+
+class DatasetSamples(Sequence):
+    """Lazy sequence of ``EvalSample`` over a ``datasets.Dataset`` with a decoded ``image`` column and a ``depth``
+    column in metres; ``mask`` (a benchmark's, see ``BenchmarkSpec.mask``) gives each sample's valid pixels."""
+
+    def __init__(self, source, mask: Callable[[np.ndarray], np.ndarray], name: str):
+        missing = {"image", "depth"} - set(source.column_names)
+        if missing:
+            raise ValueError(f"{name}: evaluation data needs 'image' and 'depth' columns, missing {sorted(missing)}")
+        self.source = source
+        self.mask = mask
+        self.name = name
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, index: int) -> EvalSample:  # type: ignore[override]
+        example = self.source[index]
+        where = f"{self.name}[{index}]"
+        image = example["image"].convert("RGB")
+        depth = depth_in_metres(example["depth"], where)
+        _check_same_size(image, depth, where)
+        return EvalSample(name=where, image=image, depth=depth, valid=_masked(self.mask, depth, where))
+
+
+def range_mask(min_depth: float, max_depth: float) -> Callable[[np.ndarray], np.ndarray]:
+    """The mask of data without a benchmark protocol: finite depth with ``min_depth < d < max_depth``."""
+    return functools.partial(_range_mask, min_depth=min_depth, max_depth=max_depth)

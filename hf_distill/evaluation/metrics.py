@@ -13,8 +13,19 @@ compared with the ground truth over the valid pixels.
 
 from __future__ import annotations
 
+import logging
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
+
+if TYPE_CHECKING:
+    import evaluate
+
+logger = logging.getLogger(__name__)
 
 METRIC_NAMES: tuple[str, ...] = ("abs_rel", "sq_rel", "rmse", "rmse_log", "log10", "delta1", "delta2", "delta3")
 ALIGNMENTS: tuple[str, ...] = ("disparity", "depth", "none")
@@ -171,3 +182,64 @@ def evaluate_depth(
     selected = [t[valid_t][None, None] for t in (pred_t, gt_t, valid_t)]
     values = batch_depth_metrics(*selected, alignment=alignment, min_depth=min_depth, max_depth=max_depth)
     return {name: float(value[0]) for name, value in values.items()}
+
+
+def summarize_rows(rows: Sequence[dict]) -> dict[str, float]:
+    """Mean of each metric over per-sample rows, plus ``num_samples``.
+
+    Rows whose metrics are NaN (no valid ground-truth pixel) are left out of the mean and the count,
+    with a warning naming them.
+    """
+    usable = [row for row in rows if not math.isnan(row["abs_rel"])]
+    skipped = [row["name"] for row in rows if math.isnan(row["abs_rel"])]
+    if skipped:
+        logger.warning("%d samples have no valid ground-truth pixel and are not averaged: %s", len(skipped), skipped)
+    summary = {name: float(np.mean([row[name] for row in usable])) if usable else math.nan for name in METRIC_NAMES}
+    summary["num_samples"] = len(usable)
+    return summary
+
+
+def mean_depth_metrics(
+    predictions: Sequence[np.ndarray | torch.Tensor],
+    references: Sequence[np.ndarray | torch.Tensor],
+    *,
+    alignment: str = "disparity",
+    min_depth: float,
+    max_depth: float,
+) -> dict[str, float]:
+    """Mean over images of :func:`evaluate_depth`, as ``summarize_rows`` reports it.
+
+    Args:
+        predictions: raw predictions, each (H, W) at its reference's size.
+        references: ground-truth depth in metres, each (H, W); a pixel that is 0 or not finite is invalid
+            (so a benchmark's mask travels as zeros in the reference).
+
+    Returns:
+        ``{name: mean}`` for every name in ``METRIC_NAMES`` plus ``num_samples``, the number of images with
+        at least one valid pixel (the others are left out).
+    """
+    if len(predictions) != len(references):
+        raise ValueError(f"{len(predictions)} predictions for {len(references)} references")
+    rows = []
+    for index, (prediction, reference) in enumerate(zip(predictions, references)):
+        reference = _as_tensor(reference)
+        valid = torch.isfinite(reference) & (reference > 0)
+        metrics = evaluate_depth(_as_tensor(prediction, reference.device), reference, valid, alignment=alignment,
+                                 min_depth=min_depth, max_depth=max_depth)
+        rows.append({"name": f"image {index}", **metrics})
+    return summarize_rows(rows)
+
+
+DEPTH_METRIC_MODULE = Path(__file__).resolve().parent / "depth_metric"
+
+
+def load_depth_metric(
+    alignment: str = "disparity", min_depth: float = 1e-3, max_depth: float = 10.0, **load_kwargs
+) -> evaluate.EvaluationModule:
+    """The depth metrics as an ``evaluate`` module: ``evaluate.load`` on the module folder shipped in the package
+    (works offline). ``compute(predictions=[...], references=[...])`` over (H, W) maps returns
+    :func:`mean_depth_metrics`. ``load_kwargs`` go to ``evaluate.load`` (e.g. ``keep_in_memory=True``)."""
+    import evaluate
+
+    return evaluate.load(str(DEPTH_METRIC_MODULE), alignment=alignment, min_depth=min_depth, max_depth=max_depth,
+                         **load_kwargs)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -15,10 +13,8 @@ from tqdm.auto import tqdm
 from transformers import DepthAnythingForDepthEstimation
 
 from hf_distill.evaluation.benchmarks import EvalSample
-from hf_distill.evaluation.metrics import METRIC_NAMES, evaluate_depth
+from hf_distill.evaluation.metrics import evaluate_depth, summarize_rows
 from hf_distill.models import build_depth_model, default_image_processor, load_depth_model, load_image_processor
-
-logger = logging.getLogger(__name__)
 
 
 def load_model_and_processor(name_or_path: str, arch: str | None = None):
@@ -97,21 +93,6 @@ def predict_depth(
 ) -> list[np.ndarray]:
     """Raw relative predictions (disparity-like), float32 (H, W) numpy arrays at each image's size."""
     return [p.cpu().numpy() for p in predict_depth_tensors(model, image_processor, images, processing_res)]
-
-
-def summarize_rows(rows: Sequence[dict]) -> dict[str, float]:
-    """Mean of each metric over per-sample rows, plus ``num_samples``.
-
-    Rows whose metrics are NaN (no valid ground-truth pixel) are left out of the mean and the count,
-    with a warning naming them.
-    """
-    usable = [row for row in rows if not math.isnan(row["abs_rel"])]
-    skipped = [row["name"] for row in rows if math.isnan(row["abs_rel"])]
-    if skipped:
-        logger.warning("%d samples have no valid ground-truth pixel and are not averaged: %s", len(skipped), skipped)
-    summary = {name: float(np.mean([row[name] for row in usable])) if usable else math.nan for name in METRIC_NAMES}
-    summary["num_samples"] = len(usable)
-    return summary
 
 
 def evaluate_model(

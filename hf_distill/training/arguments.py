@@ -20,6 +20,7 @@ from transformers import HfArgumentParser, TrainingArguments
 
 from hf_distill.data.sources import SOURCE_FORMATS
 from hf_distill.data.views import check_crop_size
+from hf_distill.evaluation.benchmarks import BENCHMARKS
 
 NORMALIZATIONS = ("none", "global", "local", "hybrid")
 HDN_VARIANTS = ("dr", "dp", "ds")
@@ -98,7 +99,7 @@ class DataArguments:
     dataset_dir: str | None = field(
         default=None,
         metadata={"help": "Training data: an NYU DenseDepth CSV folder, an image folder tree, or a folder/glob of "
-                  "webdataset tar shards (SA-1B). Not used with --dataset_format generated."},
+                  "webdataset tar shards (SA-1B). Or use --dataset_name, or --dataset_format generated."},
     )
     dataset_format: str = field(
         default="auto",
@@ -114,10 +115,52 @@ class DataArguments:
         default_factory=lambda: [240, 320],
         metadata={"help": "Height and width of the scenes of --dataset_format generated."},
     )
+    dataset_name: str | None = field(
+        default=None,
+        metadata={"help": "Training data read by datasets.load_dataset: a Hub dataset id, a local dataset folder "
+                  "(parquet/arrow files, a save_to_disk folder) or .parquet/.arrow files (instead of --dataset_dir)."},
+    )
+    dataset_config_name: str | None = field(
+        default=None, metadata={"help": "Configuration (subset) of --dataset_name."}
+    )
+    dataset_split: str = field(default="train", metadata={"help": "Split of --dataset_name to train on."})
+    streaming: bool = field(
+        default=False,
+        metadata={"help": "Stream --dataset_name instead of downloading and caching it (needs --max_steps); the "
+                  "stream is shuffled with --shuffle_buffer_size and split across ranks by shard."},
+    )
+    image_column: str = field(
+        default="image", metadata={"help": "Image column of --dataset_name and --eval_dataset_name."}
+    )
+    depth_column: str | None = field(
+        default=None,
+        metadata={"help": "Ground-truth depth column (float depth in metres, e.g. 'depth_map' of the NYU Depth V2 "
+                  "datasets on the Hub) of --eval_dataset_name; distillation itself never reads it."},
+    )
+    eval_dataset_name: str | None = field(
+        default=None,
+        metadata={"help": "Data with ground-truth depth evaluated during training, read like --dataset_name with "
+                  "--image_column and --depth_column."},
+    )
+    eval_dataset_config_name: str | None = field(
+        default=None, metadata={"help": "Configuration (subset) of --eval_dataset_name."}
+    )
+    eval_dataset_split: str = field(default="test", metadata={"help": "Split of --eval_dataset_name."})
     eval_dataset_dir: str | None = field(
         default=None,
-        metadata={"help": "Data with ground-truth depth evaluated during training (default: the NYU test split of "
-                  "--dataset_dir when it is an NYU folder and evaluation is enabled)."},
+        metadata={"help": "Data with ground-truth depth evaluated during training: a benchmark folder or .tar in its "
+                  "Marigold layout with --eval_benchmark (read as scripts/evaluate.py reads it), or an NYU DenseDepth "
+                  "folder (its test split). Default: the NYU test split of --dataset_dir when it is an NYU folder."},
+    )
+    eval_benchmark: str | None = field(
+        default=None,
+        metadata={"help": "Score training-time evaluation with this benchmark's protocol (masks such as NYUv2's "
+                  "Eigen crop, depth range): nyu, kitti, eth3d, scannet or diode. NYU DenseDepth data defaults to nyu; "
+                  "other data without one is masked and clipped to --eval_min_depth/--eval_max_depth."},
+    )
+    eval_split_file: str | None = field(
+        default=None,
+        metadata={"help": "Split list of --eval_benchmark data (default: the shipped standard list)."},
     )
     max_eval_samples: int | None = field(
         default=None, metadata={"help": "Evaluate on at most this many samples."}
@@ -143,6 +186,18 @@ class DataArguments:
         _check_choice("--dataset_format", self.dataset_format, SOURCE_FORMATS)
         if len(self.generated_scene_size) != 2:
             raise ValueError(f"--generated_scene_size takes a height and a width, got {self.generated_scene_size}.")
+        if self.dataset_dir is not None and self.dataset_name is not None:
+            raise ValueError("--dataset_dir and --dataset_name name two training sets: give one.")
+        if self.streaming and self.dataset_name is None:
+            raise ValueError("--streaming applies to --dataset_name (--dataset_dir shards are always streamed).")
+        if self.eval_dataset_dir is not None and self.eval_dataset_name is not None:
+            raise ValueError("--eval_dataset_dir and --eval_dataset_name name two evaluation sets: give one.")
+        if self.eval_dataset_name is not None and self.depth_column is None:
+            raise ValueError(f"--eval_dataset_name {self.eval_dataset_name} needs --depth_column (its ground truth).")
+        if self.eval_benchmark is not None:
+            _check_choice("--eval_benchmark", self.eval_benchmark, tuple(BENCHMARKS))
+        if self.eval_split_file is not None and (self.eval_benchmark is None or self.eval_dataset_dir is None):
+            raise ValueError("--eval_split_file lists the files of --eval_dataset_dir read with --eval_benchmark.")
         check_crop_size("--global_crop_size", self.global_crop_size)
         check_crop_size("--local_crop_size", self.local_crop_size)
         if self.num_local_patches < 0:
@@ -216,6 +271,17 @@ class DistillationArguments(TrainingArguments):
     )
     greater_is_better: bool | None = field(
         default=False, metadata={"help": "Whether a larger --metric_for_best_model is better."}
+    )
+    batch_eval_metrics: bool = field(
+        default=True,
+        metadata={"help": "Score evaluation batch by batch (compute_metrics keeps running sums, no prediction is "
+                  "held until the end)."},
+    )
+    license: str | None = field(
+        default=None,
+        metadata={"help": "Licence of the student's model card (a Hub licence id such as apache-2.0 or mit). Default: "
+                  "derived from the teachers and the initial weights; a CC-BY-NC-4.0 source (Depth Anything V2 Base "
+                  "or Large) makes the student cc-by-nc-4.0 whatever is asked."},
     )
 
     def __post_init__(self) -> None:

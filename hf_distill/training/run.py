@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import logging
 import math
-from pathlib import Path
 
 import torch
 from transformers import set_seed
 
-from hf_distill.data import ViewSampler, build_view_dataset, collate_views, load_training_source
-from hf_distill.data.sources import load_generated_scenes, load_nyu
+from hf_distill.data import ViewSampler, build_view_dataset, collate_views
+from hf_distill.hub import display_name
 from hf_distill.models import image_mean_std, load_depth_model, load_image_processor
 from hf_distill.teachers import build_teacher
 from hf_distill.training.arguments import DataArguments, DistillationArguments, ModelArguments
+from hf_distill.training.card import CardInfo
 from hf_distill.training.checkpoints import last_complete_checkpoint
+from hf_distill.training.data import build_eval_dataset, build_training_source
 from hf_distill.training.student import StudentWithProjectors
 from hf_distill.training.trainer import DistillationTrainer
 
@@ -28,24 +29,9 @@ def resolve_teacher_dtype(name: str) -> torch.dtype:
     return getattr(torch, name)
 
 
-def model_display_name(name_or_path: str) -> str:
-    """An alias or Hub id as given; a local folder by its own name (logs and model cards)."""
-    return Path(name_or_path).name if Path(name_or_path).is_dir() else name_or_path
-
-
-def training_source(data_args: DataArguments, *, seed: int):
-    """The training examples named by --dataset_format / --dataset_dir (generated scenes need no files)."""
-    if data_args.dataset_format == "generated":
-        return load_generated_scenes(data_args.num_generated_scenes, size=tuple(data_args.generated_scene_size))
-    if data_args.dataset_dir is None:
-        raise ValueError("--dataset_dir is required (an NYU CSV folder, an image folder or webdataset shards), "
-                         "unless --dataset_format generated.")
-    return load_training_source(data_args.dataset_dir, format=data_args.dataset_format,
-                                shuffle_buffer=data_args.shuffle_buffer_size, seed=seed)
-
-
 def build_datasets(data_args: DataArguments, args: DistillationArguments):
-    """Training views (map-style or streamed) and, when evaluation is on, views with ground truth."""
+    """Training views (map-style or streamed) and, when there is evaluation data, whole-image evaluation samples
+    (``hf_distill.training.data.build_eval_dataset``)."""
     sampler = ViewSampler(
         global_crop_size=data_args.global_crop_size,
         local_crop_size=data_args.local_crop_size,
@@ -54,34 +40,10 @@ def build_datasets(data_args: DataArguments, args: DistillationArguments):
         min_local_crop=data_args.min_local_crop,
         seed=args.seed,
     )
-    source = training_source(data_args, seed=args.seed)
+    source = build_training_source(data_args, args)
     if not hasattr(source, "__len__") and args.max_steps <= 0:
         raise ValueError("Streamed data has no length: set --num_iterations (--max_steps).")
-    train_dataset = build_view_dataset(source, sampler)
-
-    eval_dataset = None
-    if args.eval_strategy != "no":
-        if data_args.eval_dataset_dir is not None:
-            eval_source = load_training_source(data_args.eval_dataset_dir, format="auto")
-        elif data_args.dataset_format == "nyu" or (
-            data_args.dataset_dir is not None and (Path(data_args.dataset_dir) / "nyu2_test.csv").is_file()
-        ):
-            eval_source = load_nyu(data_args.dataset_dir, split="test")
-        else:
-            raise ValueError("--eval_strategy needs data with ground-truth depth: set --eval_dataset_dir.")
-        if "depth" not in eval_source.column_names:
-            raise ValueError(f"--eval_dataset_dir {data_args.eval_dataset_dir}: the data has no ground-truth depth.")
-        if data_args.max_eval_samples is not None:
-            eval_source = eval_source.select(range(min(data_args.max_eval_samples, len(eval_source))))
-        eval_sampler = ViewSampler(
-            global_crop_size=data_args.global_crop_size,
-            local_crop_size=data_args.local_crop_size,
-            num_local_patches=0,
-            min_region=data_args.min_region,
-            seed=args.seed,
-        )
-        eval_dataset = build_view_dataset(eval_source, eval_sampler)
-    return train_dataset, eval_dataset
+    return build_view_dataset(source, sampler), build_eval_dataset(data_args, args)
 
 
 def build_trainer(
@@ -109,20 +71,11 @@ def build_trainer(
         eval_dataset=eval_dataset,
         data_collator=collate_views,
         processing_class=load_image_processor(model_args.student_arch),
-        teacher_names=[model_display_name(name) for name in model_args.teacher_models],
+        teacher_names=[display_name(name) for name in model_args.teacher_models],
         student_mean_std=image_mean_std(model_args.student_arch),
         teacher_probabilities=model_args.teacher_probabilities,
         teacher_dtype=resolve_teacher_dtype(model_args.teacher_dtype),
-        card_info={
-            "base_model": model_args.student_arch if model_args.student_init != "random" else None,
-            "datasets": [data_args.dataset_dir or "generated scenes"],
-            "hyperparameters": {
-                "student_init": model_args.student_init,
-                "global_crop_size": data_args.global_crop_size,
-                "local_crop_size": data_args.local_crop_size,
-                "num_local_patches": data_args.num_local_patches,
-            },
-        },
+        card_info=CardInfo.from_arguments(model_args, data_args, args),
     )
 
 

@@ -14,13 +14,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from huggingface_hub import HfApi, ModelCard
 from safetensors.torch import load_file, save_file
 from transformers import Trainer
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, HubStrategy, rotate_checkpoints
+from transformers.utils.hub import PushInProgress
 
 from hf_distill.data.views import IterableViewDataset
-from hf_distill.evaluation.metrics import batch_depth_metrics
-from hf_distill.hub import build_model_card, push_student_to_hub
+from hf_distill.evaluation.loop import DepthMetrics, EvalAwareCollator
+from hf_distill.evaluation.predict import predict_depth_tensors
+from hf_distill.hub import README, existing_results, upload_student
 from hf_distill.losses import DistillationLoss, crop_boxes
 from hf_distill.models import mean_std_tensors, normalize_views
 from hf_distill.teachers import Teacher
@@ -32,6 +35,7 @@ from hf_distill.training.callbacks import (
     StudentExportCallback,
     VisualizationCallback,
 )
+from hf_distill.training.card import CardInfo, build_student_card, card_model_name
 from hf_distill.training.checkpoints import STAGING_DIR, checkpoint_problem, write_manifest
 from hf_distill.training.student import StudentWithProjectors
 
@@ -56,8 +60,10 @@ class DistillationTrainer(Trainer):
         student_mean_std: the student's input normalisation, applied to [0, 1] views.
         teacher_probabilities: per-step teacher sampling probabilities.
         args: the run configuration.
-        card_info: what the model card should say about teachers, data and initialisation.
-        Remaining arguments are those of ``transformers.Trainer``.
+        card_info: what the model card says about teachers, initial weights and data (``CardInfo``).
+        Remaining arguments are those of ``transformers.Trainer``. ``eval_dataset`` holds whole-image samples
+        (``EvalSampleDataset``) scored as ``scripts/evaluate.py`` scores them; ``compute_metrics`` defaults to
+        ``DepthMetrics`` with the evaluation data's depth range (else ``--eval_min_depth``/``--eval_max_depth``).
     """
 
     def __init__(
@@ -70,13 +76,21 @@ class DistillationTrainer(Trainer):
         student_mean_std: tuple[list[float], list[float]],
         teacher_probabilities: list[float] | None = None,
         teacher_dtype: torch.dtype = torch.float32,
-        card_info: dict | None = None,
+        card_info: CardInfo | None = None,
         **kwargs,
     ) -> None:
         if args.ddp_find_unused_parameters is None:
             # Structurally unused student parameters are frozen; only a per-step teacher choice among several
             # projectors leaves trainable parameters without gradient.
             args.ddp_find_unused_parameters = model.has_unused_projectors()
+        kwargs["data_collator"] = EvalAwareCollator(kwargs.get("data_collator"))
+        if kwargs.get("compute_metrics") is None:
+            eval_data = kwargs.get("eval_dataset")
+            kwargs["compute_metrics"] = DepthMetrics(
+                alignment=args.eval_alignment,
+                min_depth=getattr(eval_data, "min_depth", args.eval_min_depth),
+                max_depth=getattr(eval_data, "max_depth", args.eval_max_depth),
+            )
         super().__init__(model=model, args=args, **kwargs)
         # The loss is a per-batch mean: let the Trainer divide it by the accumulation steps.
         self.loss_is_scaled_for_ga = False
@@ -104,7 +118,8 @@ class DistillationTrainer(Trainer):
                                 "(logged as feat_skipped).", name)
         self.teachers = [self._prepare_teacher(t, teacher_dtype) for t in teachers]
         self._student_norm = mean_std_tensors(*student_mean_std)
-        self.card_info = card_info or {}
+        self.card_info = card_info or CardInfo(teachers=list(teacher_names))
+        self._hub_api: HfApi | None = None
 
         self._metrics: dict[str, torch.Tensor] = defaultdict(lambda: torch.zeros((), dtype=torch.float64))
         self._metric_counts: dict[str, int] = defaultdict(int)
@@ -300,37 +315,31 @@ class DistillationTrainer(Trainer):
 
     # ---- evaluation ---------------------------------------------------------------------------------------
 
-    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
-        """Depth metrics of the student on views with ground truth (``depth``/``depth_valid`` in the batch),
-        averaged over images across all ranks."""
-        dataloader = self.get_eval_dataloader(eval_dataset)
-        student = self.accelerator.unwrap_model(self.model).student
-        was_training = student.training
-        student.eval()
-        sums: dict[str, torch.Tensor] = {}
-        counts: dict[str, torch.Tensor] = {}
-        start = time.perf_counter()
-        for batch in dataloader:
-            batch = self._prepare_inputs(batch)
-            with torch.no_grad(), self.compute_loss_context_manager():
-                pixels = normalize_views(batch["global_view"], self._student_norm)
-                pred = student(pixel_values=pixels).predicted_depth.float()
-            per_image = batch_depth_metrics(
-                pred, batch["depth"], batch["depth_valid"], alignment=self.args.eval_alignment,
-                min_depth=self.args.eval_min_depth, max_depth=self.args.eval_max_depth,
-            )
-            for name, values in per_image.items():
-                values = self.accelerator.gather_for_metrics(values.double())
-                finite = torch.isfinite(values)  # an image without valid ground truth has NaN metrics
-                sums[name] = sums.get(name, 0) + torch.where(finite, values, 0).sum()
-                counts[name] = counts.get(name, 0) + finite.sum()
-        student.train(was_training)
-        metrics = {f"{metric_key_prefix}_{k}": (v / counts[k].clamp(min=1)).item() for k, v in sums.items()}
-        metrics[f"{metric_key_prefix}_num_samples"] = int(counts["abs_rel"].item()) if counts else 0
-        metrics[f"{metric_key_prefix}_runtime"] = time.perf_counter() - start
-        self.log(metrics)
-        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics=metrics)
-        return metrics
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        """One batch of whole-image evaluation samples (``collate_eval_samples``), predicted as ``scripts/evaluate.py``
+        predicts: at the processor's resolution, in float32, each prediction resized (bicubic) to its ground truth.
+
+        Returns ``(None, predictions, references)``, both (B, H, W) with the references' zero padding; metrics are
+        ``compute_metrics``'s (``DepthMetrics``), so ``evaluate()``, ``predict()``, ``eval_*`` logs, callbacks and
+        ``metric_for_best_model`` behave as in any Trainer.
+        """
+        if "references" not in inputs:
+            raise ValueError("evaluation batches hold whole images with ground truth: give the trainer an "
+                             "EvalSampleDataset (hf_distill.evaluation.loop) as eval_dataset")
+        if prediction_loss_only:
+            return None, None, None
+        if self.processing_class is None:
+            raise ValueError("evaluation needs the student's image processor: pass processing_class")
+        inputs = self._prepare_inputs(inputs)
+        references = inputs["references"]
+        student = self.accelerator.unwrap_model(model).student
+        predictions = references.new_zeros(references.shape)
+        for out, prediction in zip(predictions, predict_depth_tensors(student, self.processing_class, inputs["images"])):
+            out[: prediction.shape[0], : prediction.shape[1]] = prediction
+        # The Trainer pads maps across processes along dim 1 only before gathering them: widths are matched here.
+        predictions = self.accelerator.pad_across_processes(predictions, dim=2)
+        references = self.accelerator.pad_across_processes(references, dim=2)
+        return None, predictions, references
 
     # ---- saving -------------------------------------------------------------------------------------------
 
@@ -387,6 +396,8 @@ class DistillationTrainer(Trainer):
                 staged.parent.rmdir()  # the staging folder is empty again
             rotate_checkpoints(str(run_dir), save_total_limit=self.args.save_total_limit,
                                best_model_checkpoint=self.state.best_model_checkpoint)
+            if self.args.push_to_hub:
+                self._push_student_checkpoint(final)  # complete and in place: safe to upload in the background
         self.accelerator.wait_for_everyone()
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
@@ -419,39 +430,83 @@ class DistillationTrainer(Trainer):
         self.train_dataset.resume_at(self._stream_positions, epoch=self._stream_epoch)
         self.args.ignore_data_skip = True  # positioned: the Trainer must not skip batches by iterating them
 
-    def create_model_card(self, model_name: str | None = None, **kwargs) -> None:
-        """Render the student's model card into ``output_dir/README.md``."""
-        if not self.is_world_process_zero():
-            return
-        args = self.args
-        hyperparameters = {
-            "normalization": args.normalization, "hdn_variant": args.hdn_variant, "hdn_levels": args.hdn_levels,
-            "lambda_sc": args.lambda_sc, "lambda_lg": args.lambda_lg, "lambda_feat": args.lambda_feat,
-            "lambda_grad": args.lambda_grad, "lambda_hdn": args.lambda_hdn, "learning_rate": args.learning_rate,
-            "per_device_train_batch_size": args.per_device_train_batch_size,
-            "world_size": args.world_size, "max_steps": self.state.max_steps, "seed": args.seed,
-            **self.card_info.get("hyperparameters", {}),
-        }
-        card = build_model_card(
-            model_name=model_name or self.card_info.get("model_name") or Path(args.output_dir).name,
-            base_model=self.card_info.get("base_model"),
-            teachers=self.teacher_names,
-            datasets=self.card_info.get("datasets"),
-            hyperparameters=hyperparameters,
-            eval_results=self.card_info.get("eval_results"),
+    # ---- model card and Hub ------------------------------------------------------------------------------
+
+    def _render_card(self, model_name: str | None = None) -> ModelCard:
+        return build_student_card(
+            self.card_info, self.args, model_name=model_name or card_model_name(self.args, self.hub_model_id),
+            state=self.state, existing=existing_results(self.args.output_dir),
         )
-        card.save(os.path.join(args.output_dir, "README.md"))
 
+    def create_model_card(self, model_name: str | None = None, **kwargs) -> None:
+        """Render the student's card into ``output_dir/README.md`` (see ``hf_distill.training.card``): named after
+        ``--hub_model_id`` (else the repository pushed to, else the output folder), with the best and last
+        training-time evaluation in its model-index beside the entries ``scripts/evaluate.py`` wrote. The generic
+        Trainer card arguments (language, tags, ...) are not used."""
+        if self.is_world_process_zero():
+            self._render_card(model_name).save(os.path.join(self.args.output_dir, README))
 
-    def push_to_hub(self, commit_message: str | None = "End of training", **kwargs) -> str | None:
-        """Upload the student folder and its card (not checkpoints, exports or visualisations)."""
-        self.save_model()
-        self.create_model_card()
+    def push_to_hub(
+        self,
+        commit_message: str | None = "End of training",
+        blocking: bool = True,
+        token: str | None = None,
+        revision: str | None = None,
+        private: bool | None = None,
+        **kwargs,
+    ) -> str | None:
+        """Save the student folder and its card, wait for pending checkpoint pushes and upload, in one commit, the
+        student (config, weights, processor, README.md) and nothing else. Returns the commit URL (None off the main
+        process). The upload always blocks; ``kwargs`` go to ``create_model_card``."""
+        self.callback_handler.on_push_begin(self.args, self.state, self.control)
+        token = token if token is not None else self.args.hub_token
+        if self.hub_model_id is None:
+            self.init_hf_repo(token=token, private=private)
+        self.save_model(_internal_call=True)  # not save_model(): with push_to_hub set, it would push again
+        self.create_model_card(**kwargs)
         if not self.is_world_process_zero():
             return None
-        repo_id = self.args.hub_model_id or Path(self.args.output_dir).name
-        return push_student_to_hub(self.args.output_dir, repo_id, token=self.args.hub_token,
-                                   private=self.args.hub_private_repo, commit_message=commit_message)
+        self._finish_current_push()
+        output_dir = Path(self.args.output_dir)
+        commit = upload_student(self.hub_model_id, output_dir, output_dir / README, token=token,
+                                revision=revision or self.args.hub_revision, commit_message=commit_message)
+        return str(commit.commit_url)
+
+    def _push_from_checkpoint(self, checkpoint_folder: str) -> None:
+        """Uploads nothing: the Trainer calls it inside ``_save_checkpoint`` before the projectors are written, and
+        its upload is all of ``output_dir`` (flat exports, visualisations, logs); ``_save_checkpoint`` pushes through
+        ``_push_student_checkpoint`` once the checkpoint is complete. The Trainer rotates old checkpoints right after
+        this call: with ``--save_total_limit``, a running upload is awaited so that its checkpoint is not deleted
+        while it is read."""
+        if self.args.save_total_limit is not None:
+            self._finish_current_push()
+
+    def _push_student_checkpoint(self, checkpoint_folder: Path) -> None:
+        """Push at a save, in the background, as ``--hub_strategy`` says: ``every_save`` uploads the checkpoint's
+        student (config, weights, processor) with the current card; ``checkpoint`` adds the whole checkpoint as
+        ``last-checkpoint/`` and ``all_checkpoints`` as ``checkpoint-{step}/`` (resumable with
+        ``--resume_from_checkpoint``); ``end`` pushes nothing before the end. As in the Trainer, a save is skipped
+        while the previous push is running unless ``--hub_always_push``."""
+        strategy = self.args.hub_strategy
+        if not self.is_world_process_zero() or strategy == HubStrategy.END:
+            return
+        if not self.args.hub_always_push and self.push_in_progress is not None and not self.push_in_progress.is_done():
+            return
+        self.callback_handler.on_push_begin(self.args, self.state, self.control)
+        path_in_repo = {HubStrategy.CHECKPOINT: "last-checkpoint",
+                        HubStrategy.ALL_CHECKPOINTS: checkpoint_folder.name}.get(strategy)
+        if self._hub_api is None:
+            self._hub_api = HfApi()
+        job = self._hub_api.run_as_future(
+            upload_student, self.hub_model_id, checkpoint_folder, str(self._render_card()),
+            checkpoint=checkpoint_folder if path_in_repo else None, checkpoint_path_in_repo=path_in_repo,
+            token=self.args.hub_token, revision=self.args.hub_revision,
+            commit_message=f"Training in progress, step {self.state.global_step}",
+        )
+        if self.push_in_progress is None or self.push_in_progress.is_done():
+            self.push_in_progress = PushInProgress([job])
+        else:
+            self.push_in_progress.jobs.append(job)
 
 
 def deepspeed_teacher_config(training_config: dict, hidden_size: int) -> dict:
