@@ -35,8 +35,7 @@ def test_cards_say_what_the_recipes_are():
     assert demo.data.license == "apache-2.0" and demo.data.teachers == ["demo-teacher"] and demo.data.base_model is None
     assert nyu.data.model_name == "you/dav2-base-nyu-distilled" and nyu.data.license == "cc-by-nc-4.0"
     assert nyu.data.base_model == "depth-anything/Depth-Anything-V2-Base-hf"
-    assert paper.data.teachers == ["depth-anything/Depth-Anything-V2-Large-hf",
-                                   "depth-anything/Depth-Anything-V2-Base-hf"]
+    assert paper.data.teachers == ["depth-anything/Depth-Anything-V2-Large-hf", "genpercept-disparity"]
     assert "| `teacher_probabilities` | `[0.7, 0.3]` |" in paper.text
     assert "| `max_steps` | `20000` |" in paper.text and "| `num_train_epochs` | `30` |" in nyu.text
     for card in cards.values():

@@ -26,8 +26,8 @@ from hf_distill.training.run import run_distillation
 
 ROOT = Path(__file__).resolve().parents[1]
 STUDENT = ["README.md", "config.json", "model.safetensors", "preprocessor_config.json"]
-CHECKPOINT = ["config.json", "model.safetensors", "optimizer.pt", "preprocessor_config.json", "projectors.safetensors",
-              "rng_state.pth", "scheduler.pt", "trainer_state.json", "training_args.bin"]
+CHECKPOINT = ["checkpoint_manifest.json", "config.json", "model.safetensors", "optimizer.pt", "preprocessor_config.json",
+              "projectors.safetensors", "rng_state.pth", "scheduler.pt", "trainer_state.json", "training_args.bin"]
 
 
 @pytest.fixture(scope="module")

@@ -56,7 +56,7 @@ def test_every_shipped_recipe_runs_two_steps_with_tiny_stand_ins(recipe, assets,
     teachers = [str(assets["teacher_large"]), str(assets["teacher_base"])][: len(written["teacher_models"])]
     data = {
         "demo": ["--num_generated_scenes", "4", "--generated_scene_size", "96", "128"],
-        "nyu": ["--dataset_dir", str(write_nyu_csv_layout(tmp_path / "nyu", 4, 2, size=(96, 128), seed=1))],
+        "nyu": ["--dataset_dir", str(write_nyu_csv_layout(tmp_path / "nyu", 4, 2, seed=1))],  # 480x640: the NYU protocol
         "sa1b_multiteacher": ["--dataset_dir", str(assets["shards"])],
     }[recipe]
     out = tmp_path / "out"
