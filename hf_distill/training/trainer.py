@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import logging
 import os
@@ -85,6 +84,8 @@ class DistillationTrainer(Trainer):
         )
         self.teacher_names = teacher_names
         self.teacher_probabilities = teacher_probabilities or [1.0 / len(teachers)] * len(teachers)
+        # Taps attach before the teachers are prepared (and compiled with --torch_compile): see EncoderTokenTap.
+        self._teacher_taps = [EncoderTokenTap(t) for t in teachers] if args.lambda_feat > 0 else None
         self.teachers = [self._prepare_teacher(t, teacher_dtype) for t in teachers]
         self._teacher_norm = [_mean_std_tensors(*ms) for ms in teacher_mean_std]
         self._student_norm = _mean_std_tensors(*student_mean_std)
@@ -123,6 +124,8 @@ class DistillationTrainer(Trainer):
 
     def _prepare_teacher(self, teacher: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
         teacher = teacher.to(dtype=dtype).eval().requires_grad_(False)
+        # DINOv2 attention through torch's fused kernels (flash / memory-efficient); only the backbone has attention.
+        teacher.set_attn_implementation({"backbone_config": "sdpa"})
         if self.is_deepspeed_enabled:
             return _prepare_deepspeed_teacher(teacher, self.accelerator)
         return self.accelerator.prepare_model(teacher, evaluation_mode=True)
@@ -148,10 +151,8 @@ class DistillationTrainer(Trainer):
 
         patches = local_views.flatten(0, 1) if num_patches else None
         batched = patches is not None and patches.shape[-1] == global_view.shape[-1]
-        tap = EncoderTokenTap(self.accelerator.unwrap_model(teacher)) if want_tokens else contextlib.nullcontext()
-        with tap:
-            depth = forward(torch.cat([global_view, patches]) if batched else global_view)
-        tokens = tap.tokens[:batch].float() if want_tokens else None
+        depth = forward(torch.cat([global_view, patches]) if batched else global_view)
+        tokens = self._teacher_taps[index].pop()[:batch].float() if want_tokens else None
         teacher_global = depth[:batch]
         if patches is None:
             teacher_patches = None
