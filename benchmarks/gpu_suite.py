@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """The GPU performance suite: DistillationTrainer steps of real Depth Anything V2 structures, in one command.
 
-    python benchmarks/gpu_suite.py --output_dir output/gpu_suite     # one GPU: the whole matrix, < 8 minutes on an H100
-    python benchmarks/gpu_suite.py --tiny --output_dir /tmp/suite    # CPU smoke run of the same code (tests/test_gpu_suite.py)
+    python benchmarks/gpu_suite.py --output_dir output/gpu_suite   # one GPU: the whole matrix, < 8 minutes (H100)
+    python benchmarks/gpu_suite.py --tiny --output_dir /tmp/suite  # CPU smoke run of the same code (tests)
 
 Cases: V2 Large -> Base and V2 Large -> Small (random weights, built from constants: no download), each without
 and with ``--torch_compile`` and with the student's activation checkpointing off and on. Every case builds its
@@ -35,6 +35,7 @@ import gc
 import json
 import os
 import resource
+import shutil
 import statistics
 import sys
 import tempfile
@@ -45,11 +46,13 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
+import transformers
 from accelerate.utils import is_compiled_module
 from torch.utils import flop_counter
-from transformers import DepthAnythingForDepthEstimation, TrainerCallback
+from transformers import TrainerCallback
 
 from hf_distill.data.synthetic import write_image_folder
+from hf_distill.data.views import check_crop_size
 from hf_distill.models import default_image_processor, depth_config, load_depth_model, tiny_depth_config
 from hf_distill.training.arguments import parse_distill_args
 from hf_distill.training.run import build_trainer
@@ -165,20 +168,17 @@ class StepTimer(TrainerCallback):
         self._marks[name] = time.perf_counter()
 
     def _timed_loss(self, loss_fn: Callable) -> Callable:
+        timed = self._timed(loss_fn, "loss_forward")
+
         def wrapper(student_global: torch.Tensor, teacher_global: torch.Tensor, **kwargs):
-            if not self._instrumented():
-                return loss_fn(student_global, teacher_global, **kwargs)
-            self.sync()
-            start = time.perf_counter()
-            total, terms = loss_fn(student_global, teacher_global, **kwargs)
-            self.sync()
-            self._parts["loss_forward"] += time.perf_counter() - start
-            # The loss backward runs from the gradient of the total until the gradients of the student's outputs
-            # are complete (a tensor hook fires once all contributions have been summed).
-            total.register_hook(lambda grad: self._mark_once("loss_backward_start"))
-            for output in (student_global, kwargs.get("student_tokens")):
-                if output is not None and output.requires_grad:
-                    output.register_hook(lambda grad: self._mark_latest("student_outputs_grad"))
+            total, terms = timed(student_global, teacher_global, **kwargs)
+            if self._instrumented():
+                # The loss backward runs from the gradient of the total until the gradients of the student's
+                # outputs are complete (a tensor hook fires once all contributions have been summed).
+                total.register_hook(lambda grad: self._mark_once("loss_backward_start"))
+                for output in (student_global, kwargs.get("student_tokens")):
+                    if output is not None and output.requires_grad:
+                        output.register_hook(lambda grad: self._mark_latest("student_outputs_grad"))
             return total, terms
 
         return wrapper
@@ -284,7 +284,7 @@ def run_case(case: dict[str, Any], argv: list[str], phases: list[str], device: t
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     trainer.train()
-    model, teacher = trainer.model_wrapped, trainer.teachers[0]
+    model, teacher, run_dir = trainer.model_wrapped, trainer.teachers[0], trainer.args.output_dir
     summary = {
         **case,
         "status": "ok",
@@ -307,6 +307,7 @@ def run_case(case: dict[str, Any], argv: list[str], phases: list[str], device: t
     summary["step_over_model_work"] = summary["step_s"] / (parts["teacher"] + parts["student"])
     del trainer, timer, model, teacher
     _release(device)
+    shutil.rmtree(run_dir, ignore_errors=True)  # student_final.safetensors, train.log
     return summary
 
 
@@ -365,7 +366,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output_dir", default="output/gpu_suite", help="Where gpu_suite.json/.md are written.")
     parser.add_argument("--tiny", action="store_true",
-                        help="Tiny structures at 56 px, batch 2, on CPU: the suite's smoke test (seconds, not figures).")
+                        help="Tiny structures at 56 px, batch 2, on CPU: the suite's smoke test (about a minute; "
+                             "no figures).")
     parser.add_argument("--pairs", nargs="+", default=["large:base", "large:small"],
                         help="teacher:student V2 structures (small, base, large).")
     parser.add_argument("--compile", nargs="+", default=["off", "on"], choices=["off", "on"],
@@ -400,9 +402,39 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         teacher, _, student = pair.partition(":")
         if not {teacher, student} <= {"small", "base", "large"}:
             parser.error(f"--pairs {pair}: expected teacher:student with each of small, base, large")
+    try:
+        check_crop_size("--size", args.size)
+    except ValueError as error:
+        parser.error(str(error))
     if args.steps < 1 or args.warmup_steps < 1:
         parser.error("--steps and --warmup_steps must be >= 1 (the first step compiles and warms up)")
     return args
+
+
+def case_argv(args: argparse.Namespace, case: dict[str, Any], folders: dict[str, Path], images: Path,
+              output_dir: Path, num_steps: int) -> list[str]:
+    """The ``scripts/distill.py`` command line of one case: the recipe with one teacher, generated images and no
+    saving, logging or visualisation inside the timed steps."""
+    argv = [
+        "--config", args.recipe,
+        "--teacher_models", str(folders[case["teacher"]]), "--teacher_sampling_weights", "1",
+        "--student_arch", str(folders[case["student"]]), "--student_init", "random",
+        "--dataset_dir", str(images), "--dataset_format", "images", "--output_dir", str(output_dir),
+        "--global_crop_size", str(args.size), "--local_crop_size", str(args.size),
+        "--num_local_patches", str(args.num_local_patches), "--per_device_train_batch_size", str(args.batch_size),
+        "--max_steps", str(num_steps), "--warmup_steps", "0", "--save_strategy", "no",
+        "--logging_steps", str(num_steps + 1), "--visualize_steps", "0", "--report_to", "none",
+        "--disable_tqdm", "true",
+    ]
+    if args.dataloader_num_workers is not None:
+        argv += ["--dataloader_num_workers", str(args.dataloader_num_workers)]
+    if args.tiny:
+        argv += ["--use_cpu", "--bf16", "false", "--min_region", "80"]
+    if case["activation_checkpointing"]:
+        argv += ["--activation_checkpointing"]
+    if case["torch_compile"]:
+        argv += ["--torch_compile", "--torch_compile_backend", args.compile_backend]
+    return argv
 
 
 def main(argv: list[str]) -> int:
@@ -427,15 +459,17 @@ def main(argv: list[str]) -> int:
 
     output_dir = Path(args.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    phases_plain = ["warmup"] * args.warmup_steps + ["flops"] + ["clean"] * args.steps + ["instrumented"] * args.steps
-    phases_compiled = ["warmup"] * args.warmup_steps + ["clean"] * args.steps + ["instrumented"] * args.steps
+    timed = ["clean"] * args.steps + ["instrumented"] * args.steps
+    phases_plain = ["warmup"] * args.warmup_steps + ["flops"] + timed
+    phases_compiled = ["warmup"] * args.warmup_steps + timed
     report: dict[str, Any] = {
         "device": device_name,
         "peak_bf16_tflops": peak,
         "peak_source": peak_source,
         "tiny": args.tiny,
         "torch": torch.__version__,
-        "transformers": __import__("transformers").__version__,
+        "cuda": torch.version.cuda,
+        "transformers": transformers.__version__,
         "command": " ".join(["python", "benchmarks/gpu_suite.py", *argv]),
         "settings": {key: getattr(args, key) for key in (
             "size", "batch_size", "num_local_patches", "warmup_steps", "steps", "dataloader_num_workers",
@@ -449,54 +483,34 @@ def main(argv: list[str]) -> int:
         folders = _write_models(root / "models", {name for pair in pairs for name in pair}, args.tiny)
         for teacher, _ in pairs:
             _save_teacher_weights(folders[teacher])
-        image_size = (96, 128) if args.tiny else (672, 896)
-        images = _write_images(root / "data", args.batch_size * len(phases_plain), image_size,
-                               distinct=2 * args.batch_size)
-        for teacher, student in pairs:
-            for compiled in args.compile:
-                for checkpointing in args.activation_checkpointing:
-                    case = {
-                        "name": f"{teacher} -> {student}, compile {compiled}, ckpt {checkpointing}",
-                        "pair": f"{teacher}:{student}", "teacher": teacher, "student": student,
-                        "torch_compile": compiled == "on", "activation_checkpointing": checkpointing == "on",
-                    }
-                    phases = phases_compiled if case["torch_compile"] else phases_plain
-                    if time.perf_counter() - started > args.time_budget_s:
-                        report["cases"].append({**case, "status": "skipped (time budget)"})
-                        continue
-                    argv_case = [
-                        "--config", args.recipe,
-                        "--teacher_models", str(folders[teacher]), "--teacher_sampling_weights", "1",
-                        "--student_arch", str(folders[student]), "--student_init", "random",
-                        "--dataset_dir", str(images), "--dataset_format", "images",
-                        "--output_dir", str(root / "runs" / f"{teacher}_{student}_{compiled}_{checkpointing}"),
-                        "--global_crop_size", str(args.size), "--local_crop_size", str(args.size),
-                        "--num_local_patches", str(args.num_local_patches),
-                        "--per_device_train_batch_size", str(args.batch_size),
-                        "--max_steps", str(len(phases)), "--warmup_steps", "0", "--save_strategy", "no",
-                        "--logging_steps", str(len(phases) + 1), "--visualize_steps", "0",
-                        "--report_to", "none", "--disable_tqdm", "true",
-                    ]
-                    if args.dataloader_num_workers is not None:
-                        argv_case += ["--dataloader_num_workers", str(args.dataloader_num_workers)]
-                    if args.tiny:
-                        argv_case += ["--use_cpu", "--bf16", "false", "--min_region", "80"]
-                    if case["activation_checkpointing"]:
-                        argv_case += ["--activation_checkpointing"]
-                    if case["torch_compile"]:
-                        argv_case += ["--torch_compile", "--torch_compile_backend", args.compile_backend]
-                    print(f"== {case['name']}", flush=True)
-                    try:
-                        result = run_case(case, argv_case, phases, device, args.batch_size)
-                    except Exception as error:  # one failing case must not lose the others' figures
-                        traceback.print_exc()
-                        failed = True
-                        result = {**case, "status": f"error: {type(error).__name__}: {error}"[:500]}
-                        _release(device)
-                    report["cases"].append(result)
-                    add_mfu(report["cases"], peak)
-                    _write_report(report, output_dir)
-    add_mfu(report["cases"], peak)
+        images = _write_images(root / "data", args.batch_size * len(phases_plain),
+                               (96, 128) if args.tiny else (672, 896), distinct=2 * args.batch_size)
+        cases = [
+            {"name": f"{teacher} -> {student}, compile {compiled}, ckpt {checkpointing}",
+             "pair": f"{teacher}:{student}", "teacher": teacher, "student": student,
+             "torch_compile": compiled == "on", "activation_checkpointing": checkpointing == "on"}
+            for teacher, student in pairs
+            for compiled in args.compile
+            for checkpointing in args.activation_checkpointing
+        ]
+        for index, case in enumerate(cases):
+            if time.perf_counter() - started > args.time_budget_s:
+                report["cases"].append({**case, "status": "skipped (time budget)"})
+                continue
+            phases = phases_compiled if case["torch_compile"] else phases_plain
+            argv_case = case_argv(args, case, folders, images, root / "runs" / str(index), len(phases))
+            print(f"== {case['name']}", flush=True)
+            try:
+                result = run_case(case, argv_case, phases, device, args.batch_size)
+            except Exception as error:  # one failing case must not lose the others' figures
+                traceback.print_exc()
+                failed = True
+                result = {**case, "status": f"error: {type(error).__name__}: {error}"[:500]}
+            if result["status"] != "ok":
+                _release(device)  # outside the except block: the traceback no longer holds the case's models
+            report["cases"].append(result)
+            add_mfu(report["cases"], peak)
+            _write_report(report, output_dir)
     report["total_s"] = time.perf_counter() - started
     _write_report(report, output_dir)
     print(markdown_table(report))

@@ -42,6 +42,9 @@ def test_unknown_device_and_bad_flags(capsys):
     with pytest.raises(SystemExit):
         suite_function("parse_args")(["--pairs", "large:huge"])
     assert "--pairs large:huge: expected teacher:student" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        suite_function("parse_args")(["--size", "500"])
+    assert "--size must be a positive multiple of 14" in capsys.readouterr().err
 
 
 @pytest.fixture(scope="module")
