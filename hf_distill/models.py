@@ -519,6 +519,10 @@ class EncoderTokenTap:
         with EncoderTokenTap(model) as tap:
             out = model(pixel_values)
             tokens = tap.tokens
+
+    A tap that lives as long as its model (the student wrapper's, the trainer's teacher taps) must be attached
+    before `torch.compile` sees the model: dynamo does not guard on hooks (`skip_nnmodule_hook_guards`), so a hook
+    added to an already compiled model is never called. Such a tap hands its tokens over with `pop()`.
     """
 
     def __init__(self, model: DepthAnythingForDepthEstimation) -> None:
@@ -541,6 +545,12 @@ class EncoderTokenTap:
         if self._tokens is None:
             raise RuntimeError("EncoderTokenTap has seen no forward pass yet")
         return self._tokens
+
+    def pop(self) -> torch.Tensor:
+        """Patch tokens (B, N, C) of the latest forward, forgotten by the tap (it holds no activations after)."""
+        tokens = self.tokens
+        self._tokens = None
+        return tokens
 
     def remove(self) -> None:
         """Detach the hook (done on leaving the `with` block)."""

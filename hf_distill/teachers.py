@@ -15,7 +15,6 @@ A new family is one ``Teacher`` subclass (or a row reusing one) and one ``TEACHE
 
 from __future__ import annotations
 
-import contextlib
 import enum
 import json
 from collections.abc import Callable
@@ -139,8 +138,14 @@ class TransformersDepthTeacher(Teacher):
     def __init__(self, model: PreTrainedModel, family: TeacherFamily, mean_std: tuple[list[float], list[float]]):
         super().__init__(family)
         self.model = model
+        self._token_tap = None
+        if family.model_type == "depth_anything":
+            # DINOv2 attention through torch's fused kernels (flash / memory-efficient); only the backbone attends.
+            model.set_attn_implementation({"backbone_config": "sdpa"})
         if family.tokens:
             self.token_width = model.config.backbone_config.hidden_size
+            # Attached for the model's lifetime, before any torch.compile (see EncoderTokenTap).
+            self._token_tap = EncoderTokenTap(model)
         # Plain attributes, not buffers: they stay float32 when the teacher is cast to bf16.
         self._mean_std = mean_std_tensors(*mean_std)
 
@@ -150,10 +155,9 @@ class TransformersDepthTeacher(Teacher):
         dtype = next(self.model.parameters()).dtype
         pixels = normalize_views(resize_bilinear(views, self.family.input_size(self.model.config, height, width)),
                                  self._mean_std).to(dtype)
-        tap = EncoderTokenTap(self.model) if want_tokens else contextlib.nullcontext()
-        with tap:
-            prediction = self.model(pixel_values=pixels).predicted_depth
-        tokens = tap.tokens.float() if want_tokens else None
+        prediction = self.model(pixel_values=pixels).predicted_depth
+        tokens = self._token_tap.pop() if self._token_tap is not None else None  # popped: no activations kept
+        tokens = tokens.float() if want_tokens else None
         return resize_bilinear(to_disparity(prediction, self.family.predicts), (height, width)), tokens
 
     @classmethod

@@ -37,6 +37,8 @@ class StudentWithProjectors(nn.Module):
         for name, param in student.named_parameters():
             if name.startswith(STRUCTURALLY_UNUSED):
                 param.requires_grad_(False)
+        # Attached for the module's lifetime (not per forward): torch.compile never calls a hook added later.
+        self._token_tap = EncoderTokenTap(student)
 
     def forward(
         self, pixel_values: torch.Tensor, teacher_index: int | None = None
@@ -49,11 +51,11 @@ class StudentWithProjectors(nn.Module):
         Returns:
             depth (B, H, W) and tokens (B, N, C_teacher) with N = H*W/14^2, or None.
         """
+        depth = self.student(pixel_values=pixel_values).predicted_depth
+        tokens = self._token_tap.pop()
         if teacher_index is None:
-            return self.student(pixel_values=pixel_values).predicted_depth, None
-        with EncoderTokenTap(self.student) as tap:
-            depth = self.student(pixel_values=pixel_values).predicted_depth
-        return depth, self.projectors[teacher_index](tap.tokens)
+            return depth, None
+        return depth, self.projectors[teacher_index](tokens)
 
     def activation_checkpointing_enable(self, **kwargs) -> None:
         """Delegate to the student (the Trainer calls this when ``--activation_checkpointing`` is set)."""
