@@ -115,7 +115,7 @@ def run_one(config: Configuration, seed: int, steps: int, eval_every: int, num_e
     from transformers import TrainerCallback
 
     from hf_distill.demo import demo_eval_samples
-    from hf_distill.training.arguments import parse_distill_args
+    from hf_distill.training.cli import parse_distill_args
     from hf_distill.training.run import build_trainer
 
     torch.set_num_threads(1)

@@ -23,7 +23,7 @@ from transformers import DepthAnythingForDepthEstimation, TrainerCallback
 
 from hf_distill.data.synthetic import render_scene
 from hf_distill.models import default_image_processor, tiny_depth_config
-from hf_distill.training.arguments import parse_distill_args
+from hf_distill.training.cli import parse_distill_args
 from hf_distill.training.run import build_trainer
 
 

@@ -33,7 +33,7 @@ from transformers import DepthAnythingForDepthEstimation
 from hf_distill.data import collate_views
 from hf_distill.models import default_image_processor, depth_config
 from hf_distill.testing import write_image_folder
-from hf_distill.training.arguments import parse_distill_args
+from hf_distill.training.cli import parse_distill_args
 from hf_distill.training.run import build_trainer
 from hf_distill.training.trainer import normalize_views
 

@@ -54,7 +54,7 @@ from transformers import TrainerCallback
 from hf_distill.testing import write_image_folder
 from hf_distill.data.views import check_crop_size
 from hf_distill.models import default_image_processor, depth_config, load_depth_model, tiny_depth_config
-from hf_distill.training.arguments import parse_distill_args
+from hf_distill.training.cli import parse_distill_args
 from hf_distill.training.run import build_trainer
 
 RECIPE = "sa1b_multiteacher"  # a shipped recipe, by name

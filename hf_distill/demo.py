@@ -23,7 +23,7 @@ from hf_distill.evaluation.benchmarks import EvalSample
 from hf_distill.evaluation.predict import evaluate_model
 from hf_distill.hub import eval_results_to_hub, evaluation_table, update_model_card
 from hf_distill.models import PACKAGE_MODELS, load_depth_model, tiny_depth_config
-from hf_distill.training.arguments import parse_distill_args
+from hf_distill.training.cli import parse_distill_args
 from hf_distill.training.run import build_trainer, train_student
 
 logger = logging.getLogger(__name__)

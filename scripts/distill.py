@@ -20,7 +20,7 @@ import sys
 from accelerate import PartialState
 
 from hf_distill.demo import run_demo
-from hf_distill.training.arguments import parse_distill_args
+from hf_distill.training.cli import parse_distill_args
 from hf_distill.training.run import run_distillation
 from hf_distill.training.trainer import NonFiniteLossError
 

@@ -16,7 +16,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from hf_distill.training.arguments import parse_distill_args
+from hf_distill.training.cli import parse_distill_args
 from hf_distill.training.card import CardInfo, build_student_card, card_model_name
 
 CARDS_DIR = Path(__file__).resolve().parents[1] / "model_cards"

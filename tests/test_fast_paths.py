@@ -14,7 +14,7 @@ from transformers import DepthAnythingForDepthEstimation
 from hf_distill.models import IMAGENET_MEAN, IMAGENET_STD, default_image_processor, tiny_depth_config
 from hf_distill.teachers import TEACHER_FAMILIES, TransformersDepthTeacher
 from hf_distill.testing import write_image_folder
-from hf_distill.training.arguments import parse_distill_args
+from hf_distill.training.cli import parse_distill_args
 from hf_distill.training.run import build_trainer
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -15,7 +15,7 @@ from hf_distill.data.synthetic import render_scene
 from hf_distill.data.views import IterableViewDataset
 from hf_distill.evaluation import EvalSample, evaluate_model
 from hf_distill.models import default_image_processor, tiny_depth_config
-from hf_distill.training.arguments import parse_distill_args
+from hf_distill.training.cli import parse_distill_args
 from hf_distill.training.run import run_distillation
 
 SIZE = (48, 64)

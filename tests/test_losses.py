@@ -484,3 +484,24 @@ def test_losses_are_fp32_under_bf16_autocast():
     for name in expected:
         torch.testing.assert_close(terms[name], expected[name])
     torch.testing.assert_close(bf16_loss, normalized_l1(student.bfloat16().float(), teacher.bfloat16().float()))
+
+
+def test_loss_options_have_one_home(tmp_path):
+    """The training arguments are a DistillationLossConfig: the loss, its validation and the card read one set of
+    fields."""
+    from hf_distill.losses import DistillationLossConfig
+    from hf_distill.training import DistillationArguments
+
+    args = DistillationArguments(output_dir=str(tmp_path), use_cpu=True, lambda_grad=0.3, hdn_variant="ds")
+    assert args.loss_options() == {**DistillationLossConfig().loss_options(), "lambda_grad": 0.3, "hdn_variant": "ds"}
+    loss = DistillationLoss.from_config(args)
+    assert loss.weights["grad"] == 0.3 and loss.norm_kwargs == {"normalization": "hybrid", "hdn_variant": "ds",
+                                                                  "hdn_levels": 3}
+    for bad, flag in (({"hdn_loss_levels": 0}, "--hdn_loss_levels"), ({"hdn_variant": "xx"}, "--hdn_variant"),
+                      ({"feature_margin": 2.0}, "--feature_margin"), ({"lambda_lg": float("nan")}, "--lambda_lg")):
+        with pytest.raises(ValueError, match=flag):
+            DistillationLossConfig(**bad)
+        with pytest.raises(ValueError, match=flag):
+            DistillationLoss(**bad)
+        with pytest.raises(ValueError, match=flag):
+            DistillationArguments(output_dir=str(tmp_path), use_cpu=True, **bad)

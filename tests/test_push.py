@@ -20,7 +20,7 @@ from conftest import CARD_ROUNDING, FAKE_USER, tiny_argv
 from hf_distill.testing import write_eval_benchmark
 from hf_distill.evaluation import METRIC_NAMES
 from hf_distill.hub import is_training_result
-from hf_distill.training.arguments import parse_distill_args
+from hf_distill.training.cli import parse_distill_args
 from hf_distill.training.card import CardInfo, build_student_card
 from hf_distill.training.run import run_distillation
 

@@ -18,7 +18,7 @@ from accelerate.utils.launch import prepare_deepspeed_cmd_env
 from transformers import DepthAnythingForDepthEstimation
 
 from hf_distill.testing import write_nyu_csv_layout
-from hf_distill.training.arguments import RECIPES_DIR, parse_distill_args, shipped_recipes
+from hf_distill.training.cli import RECIPES_DIR, parse_distill_args, shipped_recipes
 from hf_distill.training.trainer import deepspeed_teacher_config
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -31,7 +31,7 @@ from hf_distill.teachers import (
     teacher_family,
     to_disparity,
 )
-from hf_distill.training.arguments import parse_distill_args
+from hf_distill.training.cli import parse_distill_args
 from hf_distill.training.run import run_distillation
 
 diffusers = pytest.importorskip("diffusers")

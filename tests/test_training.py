@@ -24,7 +24,7 @@ from hf_distill.losses import (
 )
 from hf_distill.models import EncoderTokenTap, tiny_depth_config
 from hf_distill.testing import write_eval_benchmark, write_nyu_csv_layout
-from hf_distill.training.arguments import parse_distill_args
+from hf_distill.training.cli import parse_distill_args
 from hf_distill.training.run import build_trainer, run_distillation
 
 

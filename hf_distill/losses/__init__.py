@@ -1,7 +1,8 @@
 """Distillation losses: median/MAD normalisation over HDN contexts and the cross-context terms (DESIGN.md §4).
 
 normalize.py: strategies and the normalised L1; median_mad.py: the per-context statistics engine;
-contexts.py: the registry of HDN context families; distill.py: the terms and their weighted sum.
+contexts.py: the registry of HDN context families; distill.py: the terms and their weighted sum;
+config.py: the loss options (weights, normalisation, contexts), declared once.
 """
 
 from hf_distill.losses.distill import (
@@ -13,6 +14,7 @@ from hf_distill.losses.distill import (
     local_global_loss,
     shared_context_loss,
 )
+from hf_distill.losses.config import DistillationLossConfig
 from hf_distill.losses.contexts import CONTEXT_FAMILIES
 from hf_distill.losses.median_mad import ContextFamily
 from hf_distill.losses.normalize import HDN_VARIANTS, NORMALIZATIONS, normalize_global, normalized_l1
@@ -23,6 +25,7 @@ __all__ = [
     "NORMALIZATIONS",
     "ContextFamily",
     "DistillationLoss",
+    "DistillationLossConfig",
     "FeatureProjector",
     "crop_boxes",
     "feature_alignment_loss",

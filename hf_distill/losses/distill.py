@@ -6,11 +6,14 @@ every statistic is computed in float32, autocast or not.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from hf_distill.losses.normalize import check_options, fp32, normalize_global, normalized_l1, normalized_l1_sums
+from hf_distill.losses.config import DistillationLossConfig
+from hf_distill.losses.normalize import fp32, normalize_global, normalized_l1, normalized_l1_sums
 
 
 def shared_context_loss(student: Tensor, teacher: Tensor, mask: Tensor | None = None, **norm_kwargs) -> Tensor:
@@ -174,30 +177,23 @@ class DistillationLoss(nn.Module):
     Defaults are the paper's (sc 1.0, lg 0.5, feat 1.0, grad 2.0, hdn 0).
     """
 
-    def __init__(
-        self,
-        lambda_sc: float = 1.0,
-        lambda_lg: float = 0.5,
-        lambda_feat: float = 1.0,
-        lambda_grad: float = 2.0,
-        lambda_hdn: float = 0.0,
-        normalization: str = "hybrid",
-        hdn_variant: str = "dr",
-        hdn_levels: int = 3,
-        hdn_loss_variant: str = "dr",
-        hdn_loss_levels: int = 3,
-        feature_margin: float = 0.85,
-    ) -> None:
+    def __init__(self, **options: Any) -> None:
+        """``options``: fields of ``DistillationLossConfig`` (the others keep the paper's defaults); validated there,
+        with errors naming the flag."""
         super().__init__()
-        check_options(normalization, hdn_variant, hdn_levels)
-        check_options("hybrid", hdn_loss_variant, hdn_loss_levels)
-        self.weights = {"sc": lambda_sc, "lg": lambda_lg, "feat": lambda_feat, "grad": lambda_grad, "hdn": lambda_hdn}
-        for name, weight in self.weights.items():
-            if not weight >= 0:
-                raise ValueError(f"lambda_{name}={weight!r} must be >= 0 (flag --lambda_{name})")
-        self.norm_kwargs = {"normalization": normalization, "hdn_variant": hdn_variant, "hdn_levels": hdn_levels}
-        self.hdn_kwargs = {"normalization": "hybrid", "hdn_variant": hdn_loss_variant, "hdn_levels": hdn_loss_levels}
-        self.feature_margin = feature_margin
+        config = DistillationLossConfig(**options)
+        self.weights = {"sc": config.lambda_sc, "lg": config.lambda_lg, "feat": config.lambda_feat,
+                        "grad": config.lambda_grad, "hdn": config.lambda_hdn}
+        self.norm_kwargs = {"normalization": config.normalization, "hdn_variant": config.hdn_variant,
+                            "hdn_levels": config.hdn_levels}
+        self.hdn_kwargs = {"normalization": "hybrid", "hdn_variant": config.hdn_loss_variant,
+                           "hdn_levels": config.hdn_loss_levels}
+        self.feature_margin = config.feature_margin
+
+    @classmethod
+    def from_config(cls, config: DistillationLossConfig) -> DistillationLoss:
+        """The loss a config (or the training arguments, which extend it) describes."""
+        return cls(**config.loss_options())
 
     def forward(
         self,

@@ -1,32 +1,28 @@
-"""Command-line configuration of a distillation run: three dataclasses parsed by ``HfArgumentParser``.
+"""The configuration of a distillation run: three dataclasses (``hf_distill.training.cli`` parses them from a
+command line and config files).
 
 ``ModelArguments`` names the teachers and the student, ``DataArguments`` the data and the cross-context
-views, ``DistillationArguments`` (a ``TrainingArguments``) the losses and everything the ``Trainer`` owns.
-The flag names of the seed re-implementation (``--batch_size``, ``--lr``, ``--num_iterations``, ...) are
-translated onto these fields by :func:`translate_seed_flags`.
+views, ``DistillationArguments`` (a ``TrainingArguments`` and a ``DistillationLossConfig``) the losses and everything
+the ``Trainer`` owns.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 
 import torch
-import yaml
-from transformers import HfArgumentParser, TrainingArguments
+from transformers import TrainingArguments
 
 from hf_distill.data.sources import SOURCE_FORMATS
 from hf_distill.data.views import check_crop_size
 from hf_distill.evaluation.benchmarks import BENCHMARKS
+from hf_distill.evaluation.metrics import ALIGNMENTS
+from hf_distill.losses.config import DistillationLossConfig
+from hf_distill.models import INIT_MODES
+from hf_distill.options import check_choice
 
-NORMALIZATIONS = ("none", "global", "local", "hybrid")
-HDN_VARIANTS = ("dr", "dp", "ds")
-STUDENT_INITS = ("pretrained", "backbone", "random")
 TEACHER_DTYPES = ("auto", "float32", "bfloat16", "float16")
-ALIGNMENTS = ("disparity", "depth", "none")
 
 
 @dataclass
@@ -61,7 +57,7 @@ class ModelArguments:
     student_init: str = field(
         default="pretrained",
         metadata={"help": "pretrained: all weights of --student_arch; backbone: pretrained DINOv2 encoder with a "
-                  "re-initialised neck and head; random: no weights at all.", "choices": STUDENT_INITS},
+                  "re-initialised neck and head; random: no weights at all.", "choices": INIT_MODES},
     )
 
     def __post_init__(self) -> None:
@@ -81,8 +77,8 @@ class ModelArguments:
                 )
             if any(not math.isfinite(w) or w < 0 for w in weights) or sum(weights) <= 0:
                 raise ValueError(f"--teacher_sampling_weights must be non-negative with a positive sum, got {weights}.")
-        _check_choice("--teacher_dtype", self.teacher_dtype, TEACHER_DTYPES)
-        _check_choice("--student_init", self.student_init, STUDENT_INITS)
+        check_choice("--teacher_dtype", self.teacher_dtype, TEACHER_DTYPES)
+        check_choice("--student_init", self.student_init, INIT_MODES)
 
     @property
     def teacher_probabilities(self) -> list[float]:
@@ -183,7 +179,7 @@ class DataArguments:
     )
 
     def __post_init__(self) -> None:
-        _check_choice("--dataset_format", self.dataset_format, SOURCE_FORMATS)
+        check_choice("--dataset_format", self.dataset_format, SOURCE_FORMATS)
         if len(self.generated_scene_size) != 2:
             raise ValueError(f"--generated_scene_size takes a height and a width, got {self.generated_scene_size}.")
         if self.dataset_dir is not None and self.dataset_name is not None:
@@ -195,7 +191,7 @@ class DataArguments:
         if self.eval_dataset_name is not None and self.depth_column is None:
             raise ValueError(f"--eval_dataset_name {self.eval_dataset_name} needs --depth_column (its ground truth).")
         if self.eval_benchmark is not None:
-            _check_choice("--eval_benchmark", self.eval_benchmark, tuple(BENCHMARKS))
+            check_choice("--eval_benchmark", self.eval_benchmark, tuple(BENCHMARKS))
         if self.eval_split_file is not None and (self.eval_benchmark is None or self.eval_dataset_dir is None):
             raise ValueError("--eval_split_file lists the files of --eval_dataset_dir read with --eval_benchmark.")
         check_crop_size("--global_crop_size", self.global_crop_size)
@@ -207,40 +203,13 @@ class DataArguments:
 
 
 @dataclass
-class DistillationArguments(TrainingArguments):
-    """``TrainingArguments`` plus the distillation objective of DESIGN.md section 4."""
+class DistillationArguments(TrainingArguments, DistillationLossConfig):
+    """``TrainingArguments`` plus the distillation objective (``DistillationLossConfig``, DESIGN.md section 4) and
+    what the distillation run adds: non-finite steps, visualisations, evaluation protocol, licence."""
 
     output_dir: str | None = field(
         default="output/distill",
         metadata={"help": "Where the student folder, the flat safetensors exports and checkpoint-*/ are written."},
-    )
-    normalization: str = field(
-        default="hybrid",
-        metadata={"help": "Normalisation of L_sc and L_lg: none, global, local (finest level) or hybrid (all "
-                  "levels, HDN).", "choices": NORMALIZATIONS},
-    )
-    hdn_variant: str = field(
-        default="dr",
-        metadata={"help": "Context family for local/hybrid: dr (depth range), dp (percentile), ds (spatial).",
-                  "choices": HDN_VARIANTS},
-    )
-    hdn_levels: int = field(
-        default=3, metadata={"help": "Hierarchy levels (level k has 2^k contexts per axis/range); --num_segments N "
-                             "sets log2(N)+1."}
-    )
-    lambda_sc: float = field(default=1.0, metadata={"help": "Weight of the shared-context loss."})
-    lambda_lg: float = field(default=0.5, metadata={"help": "Weight of the local-global loss."})
-    lambda_feat: float = field(default=1.0, metadata={"help": "Weight of the feature-alignment loss."})
-    lambda_grad: float = field(default=2.0, metadata={"help": "Weight of the gradient-matching loss."})
-    lambda_hdn: float = field(
-        default=0.0, metadata={"help": "Weight of the extra HDN-normalised shared-context term (NYU recipe: 0.8)."}
-    )
-    hdn_loss_variant: str = field(
-        default="dr", metadata={"help": "Context family of the lambda_hdn term.", "choices": HDN_VARIANTS}
-    )
-    hdn_loss_levels: int = field(default=3, metadata={"help": "Hierarchy levels of the lambda_hdn term."})
-    feature_margin: float = field(
-        default=0.85, metadata={"help": "Tokens whose student/teacher cosine is above this margin are not penalised."}
     )
     max_nonfinite_steps: int = field(
         default=10, metadata={"help": "Stop with an error after this many consecutive steps with a NaN or infinite "
@@ -290,19 +259,8 @@ class DistillationArguments(TrainingArguments):
             self.dataloader_pin_memory = False  # pinning needs an accelerator (torch warns otherwise)
         if self.max_nonfinite_steps < 1:
             raise ValueError(f"--max_nonfinite_steps must be >= 1, got {self.max_nonfinite_steps}.")
-        _check_choice("--normalization", self.normalization, NORMALIZATIONS)
-        _check_choice("--hdn_variant", self.hdn_variant, HDN_VARIANTS)
-        _check_choice("--hdn_loss_variant", self.hdn_loss_variant, HDN_VARIANTS)
-        _check_choice("--eval_alignment", self.eval_alignment, ALIGNMENTS)
-        for flag, levels in (("--hdn_levels", self.hdn_levels), ("--hdn_loss_levels", self.hdn_loss_levels)):
-            if levels < 1:
-                raise ValueError(f"{flag} must be >= 1, got {levels}.")
-        for name in ("lambda_sc", "lambda_lg", "lambda_feat", "lambda_grad", "lambda_hdn"):
-            value = getattr(self, name)
-            if not math.isfinite(value) or value < 0:
-                raise ValueError(f"--{name} must be a finite non-negative weight, got {value}.")
-        if not 0.0 <= self.feature_margin <= 1.0:
-            raise ValueError(f"--feature_margin must lie in [0, 1], got {self.feature_margin}.")
+        DistillationLossConfig.__post_init__(self)  # TrainingArguments does not chain __post_init__
+        check_choice("--eval_alignment", self.eval_alignment, ALIGNMENTS)
         if self.warmup_epochs < 0:
             raise ValueError(f"--warmup_epochs must be >= 0, got {self.warmup_epochs}.")
         if self.visualize_steps < 0:
@@ -318,135 +276,3 @@ def validate_arguments(model_args: ModelArguments, data_args: DataArguments, arg
         )
     if args.lambda_lg > 0 and data_args.num_local_patches == 0:
         raise ValueError("--lambda_lg > 0 needs --num_local_patches >= 1.")
-
-
-# Seed re-implementation flag -> HF field. `--use_nyu_dataset` and `--num_segments` need a value transform.
-SEED_FLAG_NAMES = {
-    "batch_size": "per_device_train_batch_size",
-    "lr": "learning_rate",
-    "num_iterations": "max_steps",
-    "num_epochs": "num_train_epochs",
-    "checkpoint_interval": "save_steps",
-}
-
-
-def _num_segments_to_levels(value: str | int) -> int:
-    segments = int(value)
-    if segments < 1 or segments & (segments - 1):
-        raise ValueError(f"--num_segments must be a power of two (1, 2, 4, ...), got {value}.")
-    return int(math.log2(segments)) + 1
-
-
-def translate_seed_flags(argv: list[str]) -> list[str]:
-    """Rewrite the seed's flag names onto the HF fields (``--batch_size 8`` -> ``--per_device_train_batch_size 8``).
-
-    ``--use_nyu_dataset`` becomes ``--dataset_format nyu``; ``--num_segments N`` (a power of two, the number of
-    contexts of the finest level) becomes ``--hdn_levels log2(N)+1``. HF names pass through unchanged.
-    """
-    out: list[str] = []
-    i = 0
-    while i < len(argv):
-        token = argv[i]
-        name, eq, inline = token[2:].partition("=") if token.startswith("--") else ("", "", "")
-        if name == "use_nyu_dataset":
-            out += ["--dataset_format", "nyu"]
-        elif name == "num_segments":
-            if eq:
-                value = inline
-            elif i + 1 < len(argv):
-                i += 1
-                value = argv[i]
-            else:
-                raise ValueError("--num_segments needs a value.")
-            out += ["--hdn_levels", str(_num_segments_to_levels(value))]
-        elif name in SEED_FLAG_NAMES:
-            new = "--" + SEED_FLAG_NAMES[name]
-            out.append(f"{new}={inline}" if eq else new)
-        else:
-            out.append(token)
-        i += 1
-    return out
-
-
-def translate_seed_config(config: dict[str, Any]) -> dict[str, Any]:
-    """The same translation for the keys of a YAML/JSON config file."""
-    out: dict[str, Any] = {}
-    for key, value in config.items():
-        if key == "use_nyu_dataset":
-            if value:
-                out["dataset_format"] = "nyu"
-        elif key == "num_segments":
-            out["hdn_levels"] = _num_segments_to_levels(value)
-        else:
-            out[SEED_FLAG_NAMES.get(key, key)] = value
-    return out
-
-
-# The shipped recipes (package data): `--config demo` works from any install.
-RECIPES_DIR = Path(__file__).resolve().parents[1] / "configs"
-
-
-def shipped_recipes() -> list[str]:
-    """Names of the recipes shipped with the package (``demo``, ``nyu``, ...)."""
-    return sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
-
-
-def resolve_config(name_or_path: str | Path) -> Path:
-    """A config file path as given, else a shipped recipe by name (``demo`` or ``demo.yaml``)."""
-    path = Path(name_or_path)
-    if path.is_file():
-        return path
-    recipe = RECIPES_DIR / f"{path.stem}.yaml"
-    if path.parent == Path(".") and path.suffix in ("", ".yaml") and recipe.is_file():
-        return recipe
-    raise FileNotFoundError(f"--config: no such file {path}, and no shipped recipe of that name "
-                            f"(shipped: {', '.join(shipped_recipes())})")
-
-
-def load_config_file(name_or_path: str | Path) -> dict[str, Any]:
-    """Read a YAML or JSON config file, or a shipped recipe by name, into a flat dict of field names (seed names
-    translated)."""
-    path = resolve_config(name_or_path)
-    with path.open() as handle:
-        config = json.load(handle) if path.suffix == ".json" else yaml.safe_load(handle)
-    if not isinstance(config, dict):
-        raise ValueError(f"--config {path}: expected a mapping of flag names to values at the top level.")
-    return translate_seed_config(config)
-
-
-class _RaisingParser(HfArgumentParser):
-    """Argument errors become a ``ValueError`` (one line for the CLI) instead of a usage dump and ``sys.exit``."""
-
-    def error(self, message: str):
-        raise ValueError(message)
-
-
-def parse_distill_args(
-    argv: list[str],
-) -> tuple[ModelArguments, DataArguments, DistillationArguments]:
-    """Parse ``argv`` (without the program name): an optional ``--config FILE`` whose values the other flags
-    override, seed flag names included. Raises ``ValueError`` on invalid combinations."""
-    argv = list(argv)
-    config: dict[str, Any] = {}
-    if "--config" in argv:
-        at = argv.index("--config")
-        if at + 1 >= len(argv):
-            raise ValueError("--config needs a file path.")
-        config = load_config_file(argv[at + 1])
-        del argv[at : at + 2]
-    parser = _RaisingParser((ModelArguments, DataArguments, DistillationArguments))
-    known = {action.dest for action in parser._actions}
-    unknown = sorted(set(config) - known)
-    if unknown:
-        raise ValueError(f"--config: unknown keys {unknown}")
-    parser.set_defaults(**config)
-    model_args, data_args, training_args = parser.parse_args_into_dataclasses(
-        args=translate_seed_flags(argv), look_for_args_file=False
-    )
-    validate_arguments(model_args, data_args, training_args)
-    return model_args, data_args, training_args
-
-
-def _check_choice(flag: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ValueError(f"{flag} must be one of {', '.join(choices)}; got {value!r}.")

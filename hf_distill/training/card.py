@@ -84,9 +84,8 @@ def build_student_card(
     """
     steps = state.max_steps if state is not None and state.max_steps > 0 else args.max_steps
     hyperparameters = {
-        "normalization": args.normalization, "hdn_variant": args.hdn_variant, "hdn_levels": args.hdn_levels,
-        "lambda_sc": args.lambda_sc, "lambda_lg": args.lambda_lg, "lambda_feat": args.lambda_feat,
-        "lambda_grad": args.lambda_grad, "lambda_hdn": args.lambda_hdn, "learning_rate": args.learning_rate,
+        **args.loss_options(),
+        "learning_rate": args.learning_rate,
         "per_device_train_batch_size": args.per_device_train_batch_size,
         # the launch decides the process count: known once a run has a state
         **({"world_size": args.world_size} if state is not None else {}),

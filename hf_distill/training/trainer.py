@@ -95,19 +95,7 @@ class DistillationTrainer(Trainer):
         # The loss is a per-batch mean: let the Trainer divide it by the accumulation steps.
         self.loss_is_scaled_for_ga = False
 
-        self.loss_fn = DistillationLoss(
-            lambda_sc=args.lambda_sc,
-            lambda_lg=args.lambda_lg,
-            lambda_feat=args.lambda_feat,
-            lambda_grad=args.lambda_grad,
-            lambda_hdn=args.lambda_hdn,
-            normalization=args.normalization,
-            hdn_variant=args.hdn_variant,
-            hdn_levels=args.hdn_levels,
-            hdn_loss_variant=args.hdn_loss_variant,
-            hdn_loss_levels=args.hdn_loss_levels,
-            feature_margin=args.feature_margin,
-        )
+        self.loss_fn = DistillationLoss.from_config(args)
         self.teacher_names = teacher_names
         self.teacher_probabilities = teacher_probabilities or [1.0 / len(teachers)] * len(teachers)
         self._teacher_has_tokens = [t.token_width is not None for t in teachers]
