@@ -11,37 +11,20 @@ import pytest
 import torch
 from transformers import DepthAnythingForDepthEstimation
 
-from hf_distill.models import IMAGENET_MEAN, IMAGENET_STD, default_image_processor, tiny_depth_config
+from conftest import tiny_argv
+from hf_distill.models import IMAGENET_MEAN, IMAGENET_STD
 from hf_distill.teachers import TEACHER_FAMILIES, TransformersDepthTeacher
-from hf_distill.testing import write_image_folder
 from hf_distill.training.cli import parse_distill_args
 from hf_distill.training.run import build_trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def assets(tmp_path_factory) -> dict[str, Path]:
-    """A base-like teacher (width 48) and a small-like student (width 32: the projector is a real Linear)."""
-    root = tmp_path_factory.mktemp("fast_paths")
-    torch.manual_seed(0)
-    for name, like in (("teacher", "base"), ("student", "small")):
-        DepthAnythingForDepthEstimation(tiny_depth_config(like)).save_pretrained(root / name)
-        default_image_processor(size=56).save_pretrained(root / name)
-    return {"root": root, "teacher": root / "teacher", "student": root / "student",
-            "data": write_image_folder(root / "images", num_images=4, size=(96, 128), seed=3)}
-
-
 def distill_argv(assets, output_dir: Path, *extra: str) -> list[str]:
-    # Patches smaller than the global view: the teacher runs twice per step (batch 2 with tokens, batch 4 without),
-    # so a compiled teacher holds two graphs, and a hook added after compilation would be missing from one.
-    return [
-        "--teacher_models", str(assets["teacher"]), "--student_arch", str(assets["student"]),
-        "--student_init", "random", "--dataset_dir", str(assets["data"]), "--output_dir", str(output_dir),
-        "--global_crop_size", "56", "--local_crop_size", "42", "--min_region", "80", "--num_local_patches", "2",
-        "--batch_size", "2", "--num_iterations", "2", "--logging_steps", "1", "--save_strategy", "no",
-        "--visualize_steps", "0", "--use_cpu", "--report_to", "none", "--seed", "0", *extra,
-    ]
+    # Patches (42) smaller than the global view (56): the teacher runs twice per step (batch 2 with tokens, batch 4
+    # without), so a compiled teacher holds two graphs, and a hook added after compilation would be missing from one.
+    return tiny_argv(assets, output_dir, "--num_iterations", "2", "--logging_steps", "1", "--save_strategy", "no",
+                     "--visualize_steps", "0", *extra)
 
 
 def logged_steps(output_dir: Path) -> list[dict]:
@@ -76,7 +59,7 @@ def test_teachers_use_sdpa_attention(assets, tmp_path):
     assert teacher.backbone.config._attn_implementation == "sdpa"
 
     # A Depth Anything model handed over with eager attention is switched to SDPA, computing the same depth.
-    eager = DepthAnythingForDepthEstimation.from_pretrained(assets["teacher"], attn_implementation="eager").eval()
+    eager = DepthAnythingForDepthEstimation.from_pretrained(assets["teacher_large"], attn_implementation="eager").eval()
     assert eager.backbone.config._attn_implementation == "eager"
     pixels = torch.randn(2, 3, 56, 70)
     with torch.no_grad():
