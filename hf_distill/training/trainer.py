@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import json
 import logging
@@ -206,7 +205,7 @@ class DistillationTrainer(Trainer):
                 total = self._zero_gradient_loss(model, total)
             else:
                 self._record_step(terms, teacher_index, inputs)
-            self._record_stream_positions(inputs)
+            self._record_consumed_data(inputs)
             if self._visualization_due():
                 self._stash_visual(inputs, teacher_global, student_global, teacher_patches)
         return (total, {"predicted_depth": student_global}) if return_outputs else total
@@ -225,9 +224,12 @@ class DistillationTrainer(Trainer):
         touch = sum(p.sum() for p in model.parameters() if p.requires_grad)
         return touch * 0.0 + total.detach()
 
-    def _record_stream_positions(self, inputs: dict) -> None:
-        """Streamed batches carry each sample's raw position in its worker's stream: the checkpoint keeps where
-        every worker's next unseen example is, so a resume continues there without re-reading the stream."""
+    def _record_consumed_data(self, inputs: dict) -> None:
+        """Count the broken samples the batch skipped (also on a skipped step). Streamed batches carry each sample's
+        raw position in its worker's stream: the checkpoint keeps where every worker's next unseen example is, so a
+        resume continues there without re-reading the stream."""
+        if "skipped" in inputs:
+            self._metrics["skipped"] = self._metrics["skipped"].to(inputs["skipped"].device) + inputs["skipped"].sum()
         if "stream_position" not in inputs:
             return
         if self.train_dataset.epoch != self._stream_epoch:  # a new pass over the stream starts from its beginning
@@ -244,8 +246,6 @@ class DistillationTrainer(Trainer):
             self._metric_counts["feat_skipped"] += 1
         self._teacher_counts[teacher_index] += 1
         self._samples_since_log += inputs["global_view"].shape[0]
-        if "skipped" in inputs:
-            self._metrics["skipped"] = self._metrics["skipped"].to(inputs["skipped"].device) + inputs["skipped"].sum()
 
     def _visualization_due(self) -> bool:
         steps = self.args.visualize_steps
@@ -356,8 +356,8 @@ class DistillationTrainer(Trainer):
         run_dir = Path(self._get_output_dir(trial))
         name = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
         staged, final = run_dir / STAGING_DIR / name, run_dir / name
-        if self.args.should_save and staged.exists():
-            shutil.rmtree(staged)  # left by a run killed while saving
+        if self.args.should_save and staged.parent.exists():
+            shutil.rmtree(staged.parent)  # what a run killed while saving left
         self.accelerator.wait_for_everyone()
         self._staging_checkpoint = True
         try:
@@ -380,8 +380,7 @@ class DistillationTrainer(Trainer):
             if final.exists():
                 shutil.rmtree(final)
             os.replace(staged, final)
-            with contextlib.suppress(OSError):
-                staged.parent.rmdir()  # the staging folder is empty again
+            staged.parent.rmdir()  # empty again
             rotate_checkpoints(str(run_dir), save_total_limit=self.args.save_total_limit,
                                best_model_checkpoint=self.state.best_model_checkpoint)
             if self.args.push_to_hub:
