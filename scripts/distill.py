@@ -20,9 +20,9 @@ import sys
 from accelerate import PartialState
 
 from hf_distill.demo import run_demo
+from hf_distill.training.callbacks import NonFiniteLossError
 from hf_distill.training.cli import parse_distill_args
 from hf_distill.training.run import run_distillation
-from hf_distill.training.trainer import NonFiniteLossError
 
 
 def main(argv: list[str]) -> int:

@@ -12,12 +12,12 @@ import torch
 from transformers import DepthAnythingForDepthEstimation, Trainer, TrainerCallback
 
 import hf_distill.data.views as views
-from hf_distill.testing import write_image_folder, write_webdataset_shards
 from hf_distill.models import default_image_processor, tiny_depth_config
-from hf_distill.training.cli import parse_distill_args
+from hf_distill.testing import write_image_folder, write_webdataset_shards
+from hf_distill.training.callbacks import NonFiniteLossError
 from hf_distill.training.checkpoints import MANIFEST_NAME
+from hf_distill.training.cli import parse_distill_args
 from hf_distill.training.run import build_trainer, run_distillation
-from hf_distill.training.trainer import NonFiniteLossError
 
 from conftest import tiny_argv
 

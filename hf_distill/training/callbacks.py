@@ -148,6 +148,10 @@ class EpochSeedCallback(TrainerCallback):
             self.dataset.set_epoch(int(state.epoch or 0))
 
 
+class NonFiniteLossError(RuntimeError):
+    """Too many consecutive optimizer steps had a NaN or infinite loss (``--max_nonfinite_steps``)."""
+
+
 class NonFiniteStepCallback(TrainerCallback):
     """Skip the optimizer step of a step whose loss was NaN or infinite on any rank (``trainer.compute_loss`` flags
     it): every gradient is dropped, so the optimizer leaves weights and moments untouched. Count it, and stop the
@@ -169,8 +173,6 @@ class NonFiniteStepCallback(TrainerCallback):
         logger.warning("Step %d: non-finite loss (NaN or inf); optimizer step skipped (%d in a row, %d in all)",
                        state.global_step + 1, self.consecutive, trainer.nonfinite_steps)
         if self.consecutive >= args.max_nonfinite_steps:
-            from hf_distill.training.trainer import NonFiniteLossError
-
             raise NonFiniteLossError(
                 f"{self.consecutive} consecutive steps had a non-finite loss (NaN or inf), the last at step "
                 f"{state.global_step + 1}: a teacher or the student produces NaN/inf (check the teacher weights, "

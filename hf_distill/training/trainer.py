@@ -44,10 +44,6 @@ PROJECTORS_NAME = "projectors.safetensors"
 STREAM_STATE_NAME = "stream_state_{rank}.json"
 
 
-class NonFiniteLossError(RuntimeError):
-    """Too many consecutive optimizer steps had a NaN or infinite loss (``--max_nonfinite_steps``)."""
-
-
 class DistillationTrainer(Trainer):
     """Trains ``model.student`` to match one of ``teachers`` per step on cross-context views.
 
@@ -281,8 +277,6 @@ class DistillationTrainer(Trainer):
                     self._skipped_total += int(value)
                 else:
                     logs[name] = value / (self._metric_counts[name] * self.accelerator.num_processes)
-            logs["skipped_samples"] = self._skipped_total
-            logs["nonfinite_steps"] = self.nonfinite_steps
             steps = max(sum(self._teacher_counts), 1)
             for name, count in zip(self.teacher_names, self._teacher_counts):
                 logs[f"teacher_frac/{name}"] = count / steps
@@ -297,6 +291,7 @@ class DistillationTrainer(Trainer):
         elif "train_runtime" in logs:  # the final summary: count what was skipped since the last log too
             pending = self._metrics.pop("skipped", torch.zeros((), dtype=torch.float64)).to(self.args.device)
             self._skipped_total += int(self.accelerator.reduce(pending.float().reshape(1), reduction="sum").item())
+        if "loss" in logs or "train_runtime" in logs:
             logs["skipped_samples"] = self._skipped_total
             logs["nonfinite_steps"] = self.nonfinite_steps
         super().log(logs, start_time)
