@@ -16,6 +16,8 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import concurrent.futures  # noqa: E402  (after the environment above)
 import hashlib  # noqa: E402
 import re  # noqa: E402
+import socket  # noqa: E402
+import sys  # noqa: E402
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
@@ -58,6 +60,18 @@ def tiny_argv(assets, output_dir, *extra: str) -> list[str]:
         "--batch_size", "2", "--num_iterations", "4", "--checkpoint_interval", "2", "--logging_steps", "2",
         "--visualize_steps", "2", "--use_cpu", "--report_to", "none", "--seed", "0", *extra,
     ]
+
+
+def accelerate_launch(*args: str, num_processes: int = 2) -> list[str]:
+    """The command line of a CPU multi-process ``accelerate launch`` (gloo) on a free local port, so that runs of
+    the suite (or of several checkouts) on one machine never share a rendezvous. ``args``: the launch options
+    that follow (``--use_deepspeed ...``) and then the script with its flags."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(num_processes),
+            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+            "--main_process_port", str(port), *args]
 
 
 # ---- the Hub API boundary ---------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from accelerate.utils import DeepSpeedPlugin
 from accelerate.utils.launch import prepare_deepspeed_cmd_env
 from transformers import DepthAnythingForDepthEstimation
 
+from conftest import accelerate_launch
 from hf_distill.testing import write_nyu_csv_layout
 from hf_distill.training.cli import RECIPES_DIR, parse_distill_args, shipped_recipes
 from hf_distill.training.trainer import deepspeed_teacher_config
@@ -80,10 +81,9 @@ def test_demo_runs_under_two_process_ddp_and_reports_once(tmp_path):
     """`accelerate launch --multi_gpu --num_processes 2 scripts/distill.py --demo ...`: every rank trains (gloo on
     CPU), the main process alone evaluates and writes the report."""
     out = tmp_path / "demo"
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-               str(ROOT / "scripts" / "distill.py"), "--demo", "--output_dir", str(out),
-               "--num_generated_scenes", "8", "--max_steps", "2", "--save_steps", "2", "--logging_steps", "1"]
+    command = accelerate_launch(str(ROOT / "scripts" / "distill.py"), "--demo", "--output_dir", str(out),
+                                "--num_generated_scenes", "8", "--max_steps", "2", "--save_steps", "2",
+                                "--logging_steps", "1")
     result = subprocess.run(command, capture_output=True, text=True, timeout=600)
     messages = "\n".join(line for line in result.stderr.splitlines() if "it/s]" not in line)
     assert result.returncode == 0, messages[-6000:]

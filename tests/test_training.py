@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import load_file
 from transformers import DepthAnythingForDepthEstimation, pipeline
 
-from conftest import run_python_snippets, tiny_argv
+from conftest import accelerate_launch, run_python_snippets, tiny_argv
 from hf_distill.data import collate_views
 from hf_distill.demo import DEMO_TEACHER
 from hf_distill.evaluation import METRIC_NAMES
@@ -260,9 +260,8 @@ def test_two_process_ddp_run_completes(assets, tmp_path, variant):
     out = tmp_path / "ddp"
     # `accelerate launch --cpu` always starts a single process; the multi-process launcher (torchrun) with the
     # trainer's --use_cpu gives real DDP over gloo.
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-               str(ROOT / "scripts/distill.py"), *tiny_argv(assets, out, "--num_iterations", "3", *extra)]
+    command = accelerate_launch(str(ROOT / "scripts/distill.py"),
+                                *tiny_argv(assets, out, "--num_iterations", "3", *extra))
     result = subprocess.run(command, capture_output=True, text=True, timeout=600)
     messages = "\n".join(line for line in result.stderr.splitlines() if "it/s]" not in line)  # no progress bars
     assert result.returncode == 0, messages[-6000:]
