@@ -187,12 +187,19 @@ class GenPerceptTeacher(Teacher):
     channels are averaged, clipped to [-1, 1] and mapped to [0, 1], then resized back to the view: a min-max
     disparity (larger = closer). The empty prompt is encoded once at construction; the text encoder is not kept.
 
+    At the paper's sizes (24 views of 768 x 768 per step) the VAE runs on chunks of views (``vae_chunk``) so that
+    no activation reaches 2^31 elements (where CUDA kernels' 32-bit indexing ends), and the decoder's output
+    layers (group norm, SiLU, last convolution) and the channel mean run in float32 outside autocast: a bf16
+    output would round the map to steps of 2^-9 (about 0.002 of disparity), a staircase the gradient term learns.
+
     Args:
         unet: ``diffusers.UNet2DConditionModel`` (4 latent channels in and out).
         vae: ``diffusers.AutoencoderKL``.
         text_encoder: ``transformers.CLIPTextModel``; tokenizer: its tokenizer.
         family: its row in ``TEACHER_FAMILIES``.
         processing_resolution: longest edge the network works at (GenPercept: 768); 0 keeps the views' size.
+        vae_chunk_size: views per VAE encode/decode call; None: the most the 2^31-element bound allows
+            (``vae_chunk``), 1 also when the VAE has slicing enabled (``vae.enable_slicing()``).
     """
 
     LATENT_SCALE = 0.18215
@@ -200,14 +207,21 @@ class GenPerceptTeacher(Teacher):
     HUB_UNETS = {"genpercept-disparity": ("guangkaixu/genpercept-models", "unet_disparity_v2")}
     HUB_BASE = "stabilityai/stable-diffusion-2-1"  # VAE, text encoder, tokenizer and the UNet's structure
     DEFAULT_RESOLUTION = 768
+    MAX_ACTIVATION_ELEMENTS = 2**31 - 1  # per tensor of one VAE call
 
     def __init__(self, unet: nn.Module, vae: nn.Module, text_encoder: nn.Module, tokenizer, family: TeacherFamily,
-                 processing_resolution: int = DEFAULT_RESOLUTION) -> None:
+                 processing_resolution: int = DEFAULT_RESOLUTION, vae_chunk_size: int | None = None) -> None:
         super().__init__(family)
         if processing_resolution < 0:
             raise ValueError(f"processing_resolution must be >= 0, got {processing_resolution}")
+        if vae_chunk_size is not None and vae_chunk_size < 1:
+            raise ValueError(f"vae_chunk_size must be >= 1 (or None), got {vae_chunk_size}")
         self.unet, self.vae = unet, vae
         self.processing_resolution = processing_resolution
+        self.vae_chunk_size = vae_chunk_size
+        if not isinstance(vae.decoder.conv_norm_out, nn.GroupNorm):
+            raise ValueError("a GenPercept teacher needs an AutoencoderKL whose decoder ends in a GroupNorm, got "
+                             f"{type(vae.decoder.conv_norm_out).__name__}")
         # Sides must survive the VAE's and the UNet's downsamplings without rounding.
         vae_factor = 2 ** (len(vae.config.block_out_channels) - 1)
         self.size_multiple = vae_factor * 2 ** (len(unet.config.down_block_types) - 1)
@@ -221,17 +235,45 @@ class GenPerceptTeacher(Teacher):
         scale = self.processing_resolution / max(height, width) if self.processing_resolution else 1.0
         return nearest_multiple(height * scale, self.size_multiple), nearest_multiple(width * scale, self.size_multiple)
 
+    def vae_chunk(self, height: int, width: int) -> int:
+        """Views per VAE call at processing size ``height`` x ``width``: the most for which a tensor of the VAE's
+        widest channel count at full resolution (an upper bound of every activation) stays within
+        ``MAX_ACTIVATION_ELEMENTS``. SD 2.1's VAE (512 channels) at 768 x 768: 7."""
+        if self.vae_chunk_size is not None:
+            return self.vae_chunk_size
+        if getattr(self.vae, "use_slicing", False):
+            return 1
+        return max(1, self.MAX_ACTIVATION_ELEMENTS // (max(self.vae.config.block_out_channels) * height * width))
+
     def forward(self, views: Tensor, want_tokens: bool = False) -> tuple[Tensor, Tensor | None]:
         self._check_no_tokens(want_tokens)
         height, width = views.shape[-2:]
         dtype = next(self.unet.parameters()).dtype
-        pixels = (resize_bilinear(views, self.processing_size(height, width)) * 2.0 - 1.0).to(dtype)
-        latent = self.vae.encode(pixels).latent_dist.mean * self.LATENT_SCALE
+        size = self.processing_size(height, width)
+        chunks = -(-views.shape[0] // self.vae_chunk(*size))  # equal chunks of at most vae_chunk views
+        pixels = (resize_bilinear(views, size) * 2.0 - 1.0).to(dtype)
+        latent = torch.cat([self.vae.encode(part).latent_dist.mean for part in pixels.tensor_split(chunks)])
+        latent = latent * self.LATENT_SCALE
         prompt = self.prompt_embedding.to(dtype).expand(latent.shape[0], -1, -1)
         prediction = -self.unet(latent, self.TIMESTEP, encoder_hidden_states=prompt).sample
-        decoded = self.vae.decode(prediction / self.LATENT_SCALE).sample.float().mean(dim=1)
+        decoded = torch.cat([self.decode(part / self.LATENT_SCALE).mean(dim=1) for part in prediction.tensor_split(chunks)])
         disparity = (decoded.clamp(-1.0, 1.0) + 1.0) / 2.0
         return resize_bilinear(disparity, (height, width)), None
+
+    def decode(self, latent: Tensor) -> Tensor:
+        """``AutoencoderKL.decode`` of (n, 4, h, w) latents (unscaled) -> (n, 3, H, W) float32. The output layers
+        run on float32 copies of their weights with autocast off, so that the image is not rounded to the
+        network's dtype (the layers before them keep it: their activations hold most of the memory)."""
+        vae, decoder = self.vae, self.vae.decoder
+        sample = vae.post_quant_conv(latent) if vae.post_quant_conv is not None else latent
+        sample = decoder.conv_in(sample)
+        sample = decoder.mid_block(sample, None)
+        for up_block in decoder.up_blocks:
+            sample = up_block(sample, None)
+        norm, conv = decoder.conv_norm_out, decoder.conv_out
+        with torch.autocast(sample.device.type, enabled=False):
+            sample = F.group_norm(sample.float(), norm.num_groups, norm.weight.float(), norm.bias.float(), norm.eps)
+            return conv._conv_forward(decoder.conv_act(sample), conv.weight.float(), conv.bias.float())
 
     @classmethod
     def load(cls, name: str, checkpoint: str | None, family: TeacherFamily) -> GenPerceptTeacher:

@@ -206,6 +206,68 @@ def test_genpercept_teacher_follows_the_published_one_step_recipe(genpercept_fol
     torch.testing.assert_close(bf16, disparity, rtol=0, atol=0.05)
 
 
+def test_genpercept_vae_runs_in_chunks_under_the_element_bound_and_matches_one_call(genpercept_folder):
+    teacher = build_teacher(str(genpercept_folder))
+    # SD 2.1's VAE (widest 512 channels) at 768 x 768: 7 views per call keep 7 * 512 * 768^2 < 2^31 elements.
+    assert GenPerceptTeacher.MAX_ACTIVATION_ELEMENTS // (512 * 768 * 768) == 7
+    assert teacher.vae_chunk(64, 64) == (2**31 - 1) // (16 * 64 * 64)  # the tiny VAE's widest is 16 channels
+    x = views(5, 64)
+    with torch.no_grad():
+        whole, _ = teacher(x)
+    calls, largest = [], [0]
+
+    def record(module, args, output):
+        largest[0] = max(largest[0], max(t.numel() for t in [output] if torch.is_tensor(t)))
+
+    hooks = [m.register_forward_hook(record) for m in teacher.vae.modules() if not list(m.children())]
+    hooks.append(teacher.vae.decoder.conv_in.register_forward_hook(lambda m, a, o: calls.append(a[0].shape[0])))
+    teacher.MAX_ACTIVATION_ELEMENTS = 2 * 16 * 64 * 64  # 2 views per call
+    try:
+        assert teacher.vae_chunk(64, 64) == 2
+        with torch.no_grad():
+            chunked, _ = teacher(x)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert calls == [2, 2, 1] and 0 < largest[0] <= teacher.MAX_ACTIVATION_ELEMENTS
+    # chunking changes no view's map (up to float32 summation order, which oneDNN picks by batch size)
+    torch.testing.assert_close(chunked, whole, rtol=0, atol=1e-5)
+    teacher.vae.enable_slicing()  # diffusers' slicing: one view per call
+    assert teacher.vae_chunk(64, 64) == 1
+    teacher.vae.disable_slicing()
+    with pytest.raises(ValueError, match="vae_chunk_size must be >= 1"):
+        GenPerceptTeacher(teacher.unet, teacher.vae, CLIPTextModel(CLIPTextConfig(vocab_size=8, hidden_size=16,
+                          intermediate_size=32, num_hidden_layers=1, num_attention_heads=2)), None,
+                          teacher.family, vae_chunk_size=0)
+
+
+def test_genpercept_output_is_float32_and_not_rounded_to_bf16(genpercept_folder):
+    teacher = build_teacher(str(genpercept_folder))
+    x = views(2, 64)  # the processing size: no resize that would interpolate between values
+    with torch.no_grad():
+        reference, _ = teacher(x)
+        teacher.to(torch.bfloat16)
+        bf16, _ = teacher(x)
+        latent = teacher.vae.encode((x * 2 - 1).to(torch.bfloat16)).latent_dist.mean * teacher.LATENT_SCALE
+        prompt = teacher.prompt_embedding.to(torch.bfloat16).expand(2, -1, -1)
+        prediction = -teacher.unet(latent, 1, encoder_hidden_states=prompt).sample / teacher.LATENT_SCALE
+        decoded = teacher.decode(prediction)
+        rounded = teacher.vae.decode(prediction).sample  # a decoder wholly in bf16
+    assert bf16.dtype == decoded.dtype == torch.float32 and rounded.dtype == torch.bfloat16
+    torch.testing.assert_close(bf16, reference, rtol=0, atol=0.05)
+    torch.testing.assert_close((decoded.mean(dim=1).clamp(-1, 1) + 1) / 2, bf16, rtol=0, atol=1e-6)
+    assert torch.unique(bf16).numel() > 0.9 * bf16.numel()
+
+    def step(values: torch.Tensor) -> float:
+        """The median gap between the distinct values of magnitude 0.25..1 (bf16: 2^-9 or 2^-8 there)."""
+        values = values.float().flatten()
+        return float(torch.unique(values[(values.abs() >= 0.25) & (values.abs() <= 1)]).diff().median())
+
+    assert step(rounded) >= 2**-9  # the staircase a bf16 output has
+    assert step(decoded) < 2**-9 / 20  # float32 output layers: no staircase
+    assert step(decoded) > 0
+
+
 def test_genpercept_from_the_hub_fails_offline_with_the_local_route():
     with pytest.raises(ModelNotFoundError, match="guangkaixu/genpercept-models/unet_disparity_v2.*local folder"):
         build_teacher("genpercept-disparity")
