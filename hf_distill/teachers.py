@@ -256,7 +256,8 @@ class GenPerceptTeacher(Teacher):
         latent = latent * self.LATENT_SCALE
         prompt = self.prompt_embedding.to(dtype).expand(latent.shape[0], -1, -1)
         prediction = -self.unet(latent, self.TIMESTEP, encoder_hidden_states=prompt).sample
-        decoded = torch.cat([self.decode(part / self.LATENT_SCALE).mean(dim=1) for part in prediction.tensor_split(chunks)])
+        prediction = prediction / self.LATENT_SCALE
+        decoded = torch.cat([self.decode(part).mean(dim=1) for part in prediction.tensor_split(chunks)])
         disparity = (decoded.clamp(-1.0, 1.0) + 1.0) / 2.0
         return resize_bilinear(disparity, (height, width)), None
 
