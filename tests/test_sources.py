@@ -6,7 +6,14 @@ import torch
 from PIL import Image
 
 import datasets
-from hf_distill.data.sources import load_images, load_nyu, load_training_source, load_webdataset, read_nyu_depth
+from hf_distill.data.sources import (
+    load_images,
+    load_nyu,
+    load_training_source,
+    load_webdataset,
+    read_nyu_depth,
+    stream_split_warning,
+)
 from hf_distill.data.views import IterableViewDataset
 from hf_distill.testing import write_image_folder, write_nyu_csv_layout, write_webdataset_shards
 
@@ -184,3 +191,55 @@ def test_training_source_detection(tmp_path):
     assert len(load_training_source(tmp_path / "nyu", format="images")) == 2  # colour and depth PNGs
     with pytest.raises(ValueError, match="format"):
         load_training_source(tmp_path / "img", format="lmdb")
+
+
+def test_webdataset_never_reads_the_annotations(tmp_path):
+    """SA-1B's json members are skipped unread: a shard whose json is not even JSON streams all its images."""
+    import io
+    import tarfile
+
+    shard = write_webdataset_shards(tmp_path, num_shards=1, per_shard=2, size=TINY)[0]
+    broken = tmp_path / "broken" / "sa_000000.tar"
+    broken.parent.mkdir()
+    with tarfile.open(shard) as source, tarfile.open(broken, "w") as target:
+        for member in source:
+            data = source.extractfile(member).read()
+            if member.name.endswith(".json"):
+                data = b"{not json"
+                member.size = len(data)
+            target.addfile(member, io.BytesIO(data))
+    examples = list(load_webdataset(broken.parent))
+    assert [e["__key__"] for e in examples] == ["sa_1", "sa_2"]
+    assert all(isinstance(e["image"], Image.Image) for e in examples)
+    # datasets' own webdataset builder parses every json member, and stops on this shard.
+    with pytest.raises(Exception, match="Expecting property name|JSON"):
+        list(datasets.load_dataset("webdataset", data_files={"train": [str(broken)]}, split="train", streaming=True))
+
+
+@pytest.mark.parametrize("shards, world_size, workers, expected", [
+    (8, 2, 4, None),
+    (16, 2, 4, None),
+    (3, 2, 1, "3 streamed shards do not divide among 2 ranks: every rank reads all 3 shards"),
+    (4, 2, 4, "4 streamed shards give 2 per rank for 4 DataLoader workers: 2 workers per rank read nothing"),
+    (6, 2, 2, "6 streamed shards give 3 per rank, which do not divide among 2 DataLoader workers"),
+])
+def test_stream_split_warning_names_the_numbers(shards, world_size, workers, expected):
+    message = stream_split_warning(shards, world_size, workers)
+    if expected is None:
+        assert message is None
+    else:
+        assert message.startswith(expected) and f"multiple of {world_size * workers} shards" in message
+
+
+def test_uneven_shards_are_reported_when_streaming(tmp_path, caplog):
+    write_webdataset_shards(tmp_path, num_shards=3, per_shard=1, size=TINY)
+    source = load_webdataset(tmp_path, shuffle_buffer=0)
+    with caplog.at_level("WARNING", logger="hf_distill.data.views"):
+        samples = list(IterableViewDataset(source, _KeySampler(), rank=0, world_size=2))
+    assert len(samples) == 2  # every rank reads all 3 shards and keeps every 2nd example
+    assert "3 streamed shards do not divide among 2 ranks" in caplog.text
+    caplog.clear()
+    write_webdataset_shards(tmp_path / "even", num_shards=2, per_shard=1, size=TINY)
+    with caplog.at_level("WARNING", logger="hf_distill.data.views"):
+        list(IterableViewDataset(load_webdataset(tmp_path / "even"), _KeySampler(), rank=0, world_size=2))
+    assert "streamed shards" not in caplog.text

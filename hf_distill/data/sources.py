@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import glob
+import tarfile
 from pathlib import Path
 
 import datasets
@@ -30,6 +31,7 @@ __all__ = [
     "load_training_source",
     "detect_source_format",
     "read_nyu_depth",
+    "stream_split_warning",
 ]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp")
@@ -153,29 +155,83 @@ def _shard_files(pattern: str | Path) -> list[str]:
     return files
 
 
+def _member_key_and_field(name: str) -> tuple[str, str]:
+    """Webdataset naming: ``dir/sa_1.jpg`` -> (``dir/sa_1``, ``jpg``): the key ends at the first dot of the last
+    path component, the field is the rest."""
+    folder, _, base = name.rpartition("/")
+    stem, _, field = base.partition(".")
+    return (f"{folder}/{stem}" if folder else stem), field
+
+
+def _webdataset_images(shards: list[str]):
+    """One example per sample key of the ``shards``: its first image member, undecoded. The other members (SA-1B's
+    mask annotations, JSON of several MB per image) are passed over in the tar without being read or parsed."""
+    for shard in shards:
+        with tarfile.open(shard) as tar:
+            last_key = None
+            for member in tar:
+                key, field = _member_key_and_field(member.name)
+                if not member.isfile() or f".{field.lower()}" not in IMAGE_EXTENSIONS or key == last_key:
+                    continue
+                last_key = key
+                data = tar.extractfile(member).read()
+                yield {"__key__": key, "__url__": shard, "image": {"bytes": data, "path": f"{key}.{field}"}}
+
+
+def _first_image_member(shard: str) -> str | None:
+    with tarfile.open(shard) as tar:
+        for member in tar:
+            if member.isfile() and f".{_member_key_and_field(member.name)[1].lower()}" in IMAGE_EXTENSIONS:
+                return member.name
+    return None
+
+
 def load_webdataset(
     pattern: str | Path, streaming: bool = True, *, shuffle_buffer: int = 1000, seed: int = 0
 ) -> datasets.IterableDataset | datasets.Dataset:
     """Webdataset tar shards (e.g. SA-1B `sa_*.tar` with `sa_N.jpg` + `sa_N.json`) as an `image` column.
 
-    `pattern`: a directory (its *.tar), a glob, or one shard. Other members (the json) are dropped right
-    after loading. Streaming datasets keep `__key__`/`__url__` for messages and are shuffled with a buffer
-    of `shuffle_buffer` examples over a seeded shard order (the same on every rank, as
-    `split_dataset_by_node` requires); `set_epoch` reshuffles. streaming=False builds an Arrow cache and
-    returns a map-style `datasets.Dataset`.
+    `pattern`: a directory (its *.tar), a glob, or one shard. Each sample's first .jpg/.jpeg/.png/.webp member
+    is read; the other members (the json) are skipped unread, so a malformed annotation never stops training
+    (`datasets`' webdataset builder would parse every json member while reading). Streaming datasets (one
+    `datasets` shard per tar file) keep `__key__`/`__url__` for messages and are shuffled with a buffer of
+    `shuffle_buffer` examples over a seeded shard order (the same on every rank, as `split_dataset_by_node`
+    requires); `set_epoch` reshuffles. streaming=False builds an Arrow cache and returns a map-style
+    `datasets.Dataset`.
     """
     files = _shard_files(pattern)
-    ds = datasets.load_dataset("webdataset", data_files={"train": files}, split="train", streaming=streaming)
-    image_column = next((c for c in ("jpg", "jpeg", "png", "webp") if c in (ds.features or {})), None)
-    if image_column is None:
+    if _first_image_member(files[0]) is None:
         raise ValueError(f"no .jpg/.jpeg/.png/.webp members found in the shards at {pattern} (e.g. {files[0]})")
-    # Undecoded while selecting and renaming: those steps would otherwise decode (and re-encode) each image.
-    ds = ds.cast_column(image_column, datasets.Image(decode=False)).select_columns(["__key__", "__url__", image_column])
-    if image_column != "image":
-        ds = ds.rename_column(image_column, "image")
+    features = datasets.Features({"__key__": datasets.Value("string"), "__url__": datasets.Value("string"),
+                                  "image": datasets.Image(decode=False)})
+    kind = datasets.IterableDataset if streaming else datasets.Dataset
+    ds = kind.from_generator(_webdataset_images, features=features, gen_kwargs={"shards": files})
     if streaming and shuffle_buffer > 1:
         ds = ds.shuffle(seed=seed, buffer_size=shuffle_buffer)
     return ds.cast_column("image", datasets.Image())
+
+
+def stream_split_warning(num_shards: int, world_size: int, num_workers: int) -> str | None:
+    """What goes wrong when ``num_shards`` streamed shards are split over ``world_size`` ranks with
+    ``num_workers`` DataLoader workers each (``datasets.distributed.split_dataset_by_node``, then by shard per
+    worker), or None when every reader gets the same number of whole shards."""
+    workers = max(1, num_workers)
+    readers = world_size * workers
+    if num_shards % readers == 0:
+        return None
+    if num_shards % world_size:
+        return (f"{num_shards} streamed shards do not divide among {world_size} ranks: every rank reads all "
+                f"{num_shards} shards and keeps every {world_size}th example ({world_size}x the reading). Use a "
+                f"multiple of {readers} shards ({world_size} ranks x {workers} DataLoader workers).")
+    per_rank = num_shards // world_size
+    if per_rank < workers:
+        return (f"{num_shards} streamed shards give {per_rank} per rank for {workers} DataLoader workers: "
+                f"{workers - per_rank} workers per rank read nothing. Use a multiple of {readers} shards "
+                f"({world_size} ranks x {workers} workers) or --dataloader_num_workers {per_rank}.")
+    return (f"{num_shards} streamed shards give {per_rank} per rank, which do not divide among {workers} "
+            f"DataLoader workers: some workers read {per_rank // workers + 1} shards, others "
+            f"{per_rank // workers}, and the last ones finish alone. Use a multiple of {readers} shards "
+            f"({world_size} ranks x {workers} workers).")
 
 
 _DATA_FILE_BUILDERS = {".parquet": "parquet", ".arrow": "arrow"}

@@ -34,6 +34,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from hf_distill.data.sources import stream_split_warning
+
 __all__ = [
     "ViewGeometry",
     "ViewSampler",
@@ -362,6 +364,10 @@ class IterableViewDataset(torch.utils.data.IterableDataset):
         stream = split_dataset_by_node(self.source, rank, world_size) if world_size > 1 else self.source
         info = torch.utils.data.get_worker_info()
         worker, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        if rank == 0 and worker == 0 and self.epoch == 0:
+            message = stream_split_warning(getattr(self.source, "num_shards", 1), world_size, num_workers)
+            if message:
+                logger.warning(message)
         stride = world_size * num_workers
         offset = rank * num_workers + worker
         start = self._resume_positions.get(worker, 0) if self.epoch == self._resume_epoch else 0
