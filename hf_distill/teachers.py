@@ -18,6 +18,7 @@ from __future__ import annotations
 import enum
 import json
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -272,7 +273,8 @@ class GenPerceptTeacher(Teacher):
         for up_block in decoder.up_blocks:
             sample = up_block(sample, None)
         norm, conv = decoder.conv_norm_out, decoder.conv_out
-        with torch.autocast(sample.device.type, enabled=False):
+        device = sample.device.type
+        with torch.autocast(device, enabled=False) if torch.amp.is_autocast_available(device) else nullcontext():
             sample = F.group_norm(sample.float(), norm.num_groups, norm.weight.float(), norm.bias.float(), norm.eps)
             return conv._conv_forward(decoder.conv_act(sample), conv.weight.float(), conv.bias.float())
 

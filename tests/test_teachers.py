@@ -241,6 +241,19 @@ def test_genpercept_vae_runs_in_chunks_under_the_element_bound_and_matches_one_c
                           teacher.family, vae_chunk_size=0)
 
 
+@pytest.mark.slow  # building SD 2.1's VAE structure, even on meta, takes seconds
+def test_sd21_vae_at_the_papers_step_stays_below_2_31_elements_per_tensor():
+    """SD 2.1's real VAE on the meta device (shapes only): 24 views of 768 x 768 in one decode make a tensor of
+    24 x 256 x 768^2 > 2^31 elements; the teacher's chunks (4 of 6 views) stay below."""
+    import runpy
+
+    bench = runpy.run_path(str(Path(__file__).resolve().parents[1] / "benchmarks" / "bench_teachers.py"))
+    one_call, chunked = bench["meta_decode"](24, 768, 24), bench["meta_decode"](24, 768, None)
+    assert one_call["largest_tensor_elements"] == 24 * 256 * 768**2 > 2**31
+    assert chunked["views_per_call"] == 7 and chunked["largest_tensor_elements"] == 6 * 256 * 768**2 < 2**31
+    assert chunked["decode_tflop_per_view"] == one_call["decode_tflop_per_view"] > 1  # same work, in chunks
+
+
 def test_genpercept_output_is_float32_and_not_rounded_to_bf16(genpercept_folder):
     teacher = build_teacher(str(genpercept_folder))
     x = views(2, 64)  # the processing size: no resize that would interpolate between values
