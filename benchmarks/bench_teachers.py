@@ -229,11 +229,12 @@ def genpercept_vae_study(batch: int, size: int, width_divisor: int) -> dict:
     """One call over all views vs the teacher's chunks: real structure on meta, stand-in measured and scaled."""
     rows = []
     for label, chunk in (("one call", batch), ("teacher's chunks", None)):
-        command = [sys.executable, __file__, "--_decode_chunk", str(chunk or 0), "--batch", str(batch), "--size",
-                   str(size), "--width_divisor", str(width_divisor)]
+        real = meta_decode(batch, size, chunk)
+        # The stand-in decodes in the real teacher's chunks (its own narrow widths would allow more views).
+        command = [sys.executable, __file__, "--_decode_chunk", str(real["views_per_call"]), "--batch", str(batch),
+                   "--size", str(size), "--width_divisor", str(width_divisor)]
         measured = json.loads(subprocess.run(command, capture_output=True, text=True, check=True)
                               .stdout.strip().splitlines()[-1])
-        real = meta_decode(batch, size, chunk)
         flop_ratio = real["decode_tflop_per_view"] / measured["decode_tflop_per_view"]
         rows.append({
             "decode": label, "views_per_call": real["views_per_call"], "sd21_largest_tensor": real,
@@ -260,10 +261,10 @@ def main() -> None:
                              "call vs the teacher's chunks.")
     parser.add_argument("--width_divisor", type=int, default=16, help="Channel divisor of the --genpercept_vae "
                                                                       "stand-in.")
-    parser.add_argument("--_decode_chunk", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--_decode_chunk", type=int, default=None, help=argparse.SUPPRESS)  # views per call
     args = parser.parse_args()
     if args._decode_chunk is not None:  # one measured configuration, in its own process
-        print(json.dumps(measure_decode(args.batch, args.size, args._decode_chunk or None, args.width_divisor)))
+        print(json.dumps(measure_decode(args.batch, args.size, args._decode_chunk, args.width_divisor)))
         return
     if args.genpercept_vae:
         batch = 24 if args.batch == 1 else args.batch
