@@ -31,10 +31,8 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import threading
 import time
-from pathlib import Path
 
 import torch
 
@@ -62,30 +60,13 @@ def build_depth_anything_large():
 
 
 def build_genpercept():
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
-
     from hf_distill.teachers import TEACHER_FAMILIES, GenPerceptTeacher
+    from hf_distill.testing.genpercept import empty_prompt_tokenizer, genpercept_modules
 
-    # stabilityai/stable-diffusion-2-1 unet/vae/text_encoder config.json values (the rest are diffusers defaults)
-    unet = UNet2DConditionModel(
-        sample_size=96, block_out_channels=(320, 640, 1280, 1280), cross_attention_dim=1024,
-        attention_head_dim=(5, 10, 20, 20), use_linear_projection=True, upcast_attention=True,
-    )
-    vae = AutoencoderKL(
-        block_out_channels=(128, 256, 512, 512), layers_per_block=2, sample_size=768,
-        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
-    )
-    text_encoder = CLIPTextModel(CLIPTextConfig(
-        vocab_size=49408, hidden_size=1024, intermediate_size=4096, num_hidden_layers=23, num_attention_heads=16,
-        max_position_embeddings=77, hidden_act="gelu", projection_dim=512,
-    ))
+    unet, vae, text_encoder = genpercept_modules("sd21")
     text_parameters = sum(p.numel() for p in text_encoder.parameters())
-    with tempfile.TemporaryDirectory() as tmp:  # CLIP's start/end tokens: what the empty prompt tokenises to
-        (Path(tmp) / "vocab.json").write_text(json.dumps({"<|startoftext|>": 49406, "<|endoftext|>": 49407}))
-        (Path(tmp) / "merges.txt").write_text("#version: 0.2\n")
-        tokenizer = CLIPTokenizer(str(Path(tmp) / "vocab.json"), str(Path(tmp) / "merges.txt"), model_max_length=77)
-    teacher = GenPerceptTeacher(unet, vae, text_encoder, tokenizer, TEACHER_FAMILIES["genpercept-disparity"])
+    teacher = GenPerceptTeacher(unet, vae, text_encoder, empty_prompt_tokenizer(),
+                                TEACHER_FAMILIES["genpercept-disparity"])
     del text_encoder
     return teacher, {"text_encoder_parameters_at_load": text_parameters,
                      "unet_parameters": sum(p.numel() for p in unet.parameters()),

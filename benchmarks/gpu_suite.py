@@ -37,11 +37,11 @@ import io
 import json
 import os
 import resource
+import shutil
 import socket
 import subprocess
 import sys
 import tarfile
-import tempfile
 import time
 import traceback
 from collections import defaultdict
@@ -704,8 +704,6 @@ def main(argv: list[str]) -> int:
     }
     root = output_dir / "work"
     if root.exists():
-        import shutil
-
         shutil.rmtree(root)
     root.mkdir()
     try:
@@ -729,8 +727,6 @@ def main(argv: list[str]) -> int:
             add_mfu(report["cases"], peak)
             _write_report(report, output_dir)
     finally:
-        import shutil
-
         shutil.rmtree(root, ignore_errors=True)
     report["total_s"] = time.perf_counter() - started
     _write_report(report, output_dir)
