@@ -78,11 +78,18 @@ REPOSITORIES: dict[str, Repository] = {
         "768 v-prediction model", kind="diffusion base"),
 }
 
-# Training data whose terms a card must repeat. Keyed by a name the data's description contains (lower case).
+# Training data whose terms a card must repeat, keyed by a name its description contains (lower case, letters and
+# digits only).
 DATASET_TERMS: dict[str, str] = {
     "sa1b": "SA-1B (Segment Anything 1B) is released for research purposes only (SA-1B Dataset Research License): "
             "a model trained on it inherits that restriction.",
 }
+
+
+def dataset_terms(descriptions: list[str]) -> list[str]:
+    """The terms of ``DATASET_TERMS`` whose key a data description names (``sa1b``, ``SA-1B``, ``/data/sa_1b``)."""
+    text = "".join(ch for ch in " ".join(descriptions).lower() if ch.isalnum())
+    return [terms for key, terms in DATASET_TERMS.items() if key in text]
 
 
 class RepositoryNotFoundError(OSError):
