@@ -126,6 +126,11 @@ class DataArguments:
         default=None, metadata={"help": "Configuration (subset) of --dataset_name."}
     )
     dataset_split: str = field(default="train", metadata={"help": "Split of --dataset_name to train on."})
+    dataset_revision: str | None = field(
+        default=None,
+        metadata={"help": "Revision (branch, tag or commit) of a Hub --dataset_name; refs/convert/parquet reads the "
+                  "Hub's parquet conversion of a loading-script dataset (which datasets >= 4 no longer runs)."},
+    )
     streaming: bool = field(
         default=False,
         metadata={"help": "Stream --dataset_name instead of downloading and caching it (needs --max_steps); the "
@@ -148,6 +153,10 @@ class DataArguments:
         default=None, metadata={"help": "Configuration (subset) of --eval_dataset_name."}
     )
     eval_dataset_split: str = field(default="test", metadata={"help": "Split of --eval_dataset_name."})
+    eval_dataset_revision: str | None = field(
+        default=None,
+        metadata={"help": "Revision of a Hub --eval_dataset_name (e.g. refs/convert/parquet, see --dataset_revision)."},
+    )
     eval_dataset_dir: str | None = field(
         default=None,
         metadata={"help": "Data with ground-truth depth evaluated during training: a benchmark folder or .tar in its "
