@@ -109,15 +109,30 @@ def model_aliases() -> dict[str, str]:
 
 
 def _probe(source: str, probe: str) -> None:
-    """Raise unless ``probe`` (a file path inside the repository) is reachable: a local folder's file, else the Hub
-    (offline: the Hub cache, as ``huggingface_hub`` lays it out)."""
+    """Raise unless ``probe`` (a file path inside the repository) is there, without downloading it: a local folder's
+    file; else the Hub (``file_exists``), falling back to the Hub cache (as ``huggingface_hub`` lays it out) offline
+    or when the Hub cannot be reached."""
     if Path(source).is_dir():
         if not (Path(source) / probe).is_file():
             raise FileNotFoundError(f"{Path(source) / probe} does not exist")
         return
-    from huggingface_hub import hf_hub_download
+    from huggingface_hub import constants, file_exists, try_to_load_from_cache
 
-    hf_hub_download(source, probe)
+    def cached() -> bool:
+        return isinstance(try_to_load_from_cache(source, probe), str)
+
+    if constants.HF_HUB_OFFLINE:
+        if not cached():
+            raise FileNotFoundError(f"offline (HF_HUB_OFFLINE=1) and {probe} is not in the Hub cache")
+        return
+    try:
+        found = file_exists(source, probe)
+    except Exception as error:  # noqa: BLE001  (gated, no network, ...): the cache may still hold it
+        if cached():
+            return
+        raise error
+    if not found:
+        raise FileNotFoundError(f"{probe} is not on the Hub (repository removed, renamed or private)")
 
 
 def _reason(error: Exception) -> str:

@@ -226,6 +226,12 @@ class DistillationArguments(TrainingArguments, DistillationLossConfig):
         default="output/distill",
         metadata={"help": "Where the student folder, the flat safetensors exports and checkpoint-*/ are written."},
     )
+    preflight: bool = field(
+        default=False,
+        metadata={"help": "Check the run instead of training: every teacher, the student, data, views, memory, disk, "
+                  "Hub access and evaluation data, reported at once (non-zero exit on any failure), then one real "
+                  "training step and one evaluation batch in a temporary folder (hf_distill.training.preflight)."},
+    )
     max_nonfinite_steps: int = field(
         default=10, metadata={"help": "Stop with an error after this many consecutive steps with a NaN or infinite "
                               "loss (each such step is skipped: no weight update)."}
