@@ -1,8 +1,7 @@
 """The preflight (`scripts/distill.py ... --preflight`): several faults planted at once are each reported on their own
 line; a good recipe passes and runs one real step and one evaluation batch without writing into output_dir."""
 
-import subprocess
-import sys
+import importlib.util
 from pathlib import Path
 
 import pytest
@@ -15,6 +14,16 @@ from hf_distill.training.cli import parse_distill_args
 from hf_distill.training.preflight import FAIL, PASS, WARN, run_preflight
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def distill_main(argv: list[str], capsys) -> tuple[int, str]:
+    """scripts/distill.py's main(argv) in this process: (exit code, stdout)."""
+    spec = importlib.util.spec_from_file_location("distill_script", ROOT / "scripts" / "distill.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    capsys.readouterr()
+    code = module.main(argv)
+    return code, capsys.readouterr().out
 
 
 def rows_by_check(report) -> dict[str, list]:
@@ -31,13 +40,11 @@ def eval_nyu(tmp_path) -> list[str]:
             str(tmp_path / "nyu"), "--eval_split_file", str(split), "--per_device_eval_batch_size", "2"]
 
 
-def test_a_good_recipe_passes_and_runs_one_step_and_one_evaluation_batch(assets, tmp_path, eval_nyu):
+def test_a_good_recipe_passes_and_runs_one_step_and_one_evaluation_batch(assets, tmp_path, eval_nyu, capsys):
     out = tmp_path / "run"
-    result = subprocess.run([sys.executable, str(ROOT / "scripts/distill.py"),
-                             *tiny_argv(assets, out, *eval_nyu, "--preflight")],
-                            capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stdout + result.stderr
-    table = result.stdout[result.stdout.index("check "):]
+    code, stdout = distill_main(tiny_argv(assets, out, *eval_nyu, "--preflight"), capsys)
+    assert code == 0, stdout
+    table = stdout[stdout.index("check "):]
     for check in ("teacher teacher_large", "student student", "training data", "views", "memory", "disk",
                   "evaluation", "one training step", "one evaluation batch"):
         line = next(line for line in table.splitlines() if line.startswith(check))
@@ -126,14 +133,13 @@ def test_hub_write_access_is_checked_at_the_api_boundary(assets, tmp_path, monke
     assert repo_id in row.result
 
 
-def test_the_script_exits_non_zero_with_the_table(assets, tmp_path):
+def test_the_script_exits_non_zero_with_the_table(assets, tmp_path, capsys):
     argv = tiny_argv(assets, tmp_path / "out", "--preflight", "--teacher_models", str(tmp_path / "no_teacher"))
-    result = subprocess.run([sys.executable, str(ROOT / "scripts/distill.py"), *argv],
-                            capture_output=True, text=True, timeout=300)
-    assert result.returncode == 1, result.stdout + result.stderr
-    line = next(line for line in result.stdout.splitlines() if line.startswith("teacher no_teacher"))
+    code, stdout = distill_main(argv, capsys)
+    assert code == 1, stdout
+    line = next(line for line in stdout.splitlines() if line.startswith("teacher no_teacher"))
     assert f"  {FAIL}  " in line
-    assert "one training step" in result.stdout and "preflight: 1 check(s) failed" in result.stdout
+    assert "one training step" in stdout and stdout.rstrip().endswith("preflight: 1 check(s) failed")
 
 
 def test_a_check_is_one_function_in_the_list(assets, tmp_path):
