@@ -189,7 +189,8 @@ def check_student(ctx: PreflightContext) -> Iterable[CheckResult]:
     check = f"student {display_name(name)}"
     try:
         config = load_depth_config(name)
-        where = "random init" if ctx.model_args.student_init == "random" else display_name(_resolve_depth_model(name))
+        where = ("architecture only" if ctx.model_args.student_init == "random"
+                 else display_name(_resolve_depth_model(name)))
         from transformers import DepthAnythingForDepthEstimation
 
         params = _param_count(DepthAnythingForDepthEstimation, config)
@@ -489,7 +490,7 @@ def fast_dev_run(ctx: PreflightContext) -> Iterable[CheckResult]:
         peak = (f"; peak CUDA memory {_gib(torch.cuda.max_memory_allocated())}"
                 if torch.cuda.is_available() and not args.use_cpu else "")
         yield CheckResult("one training step", PASS if losses and math.isfinite(losses[-1]) else FAIL,
-                          f"loss {losses[-1] if losses else 'not logged'}; models loaded in {loaded - start:.1f} s, "
+                          f"loss {f'{losses[-1]:.4g}' if losses else 'not logged'}; models loaded in {loaded - start:.1f} s, "
                           f"step {trained - loaded:.1f} s{peak}",
                           "" if losses and math.isfinite(losses[-1]) else "the loss is not finite: check the teachers")
         if trainer.eval_dataset is not None:
