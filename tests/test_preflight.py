@@ -154,3 +154,24 @@ def test_a_check_is_one_function_in_the_list(assets, tmp_path):
     assert [(r.check, r.status, r.result) for r in report.rows] == [
         ("custom", WARN, "batch 2"), ("broken", FAIL, "RuntimeError: boom")]
     assert not report.passed and check_always.__name__ not in preflight.PREFLIGHT_CHECKS
+
+
+def test_genpercept_parts_resolve_with_the_source_used_and_its_licence(assets, tmp_path, monkeypatch):
+    """The paper's second teacher by its alias, offline, from a Hub cache holding SD 2.1's maintained copy only."""
+    from test_repositories import MIRROR, cache_repo
+    from test_teachers import write_tiny_genpercept
+
+    cache = tmp_path / "hub"
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(cache))
+    parts = write_tiny_genpercept(tmp_path / "parts")
+    cache_repo(cache, MIRROR, parts)
+    args = parse_distill_args(tiny_argv(assets, tmp_path / "out", "--teacher_models", "genpercept-disparity"))
+    (row,) = run_preflight(*args, checks=[preflight.check_teachers], dev_run=False).rows
+    assert row.status == FAIL and "guangkaixu/genpercept-models" in row.result  # its UNet repository is not cached
+    (unets := tmp_path / "unets" / "unet_disparity_v2").mkdir(parents=True)
+    (unets / "config.json").write_bytes((parts / "unet" / "config.json").read_bytes())
+    cache_repo(cache, "guangkaixu/genpercept-models", tmp_path / "unets")
+    (row,) = run_preflight(*args, checks=[preflight.check_teachers], dev_run=False).rows
+    assert row.status == PASS, row
+    assert f"UNet guangkaixu/genpercept-models/unet_disparity_v2, VAE/text encoder/tokenizer {MIRROR}" in row.result
+    assert "licence other (GenPercept's weights are released for non-commercial academic use only)" in row.result
