@@ -175,3 +175,23 @@ def test_genpercept_parts_resolve_with_the_source_used_and_its_licence(assets, t
     assert row.status == PASS, row
     assert f"UNet guangkaixu/genpercept-models/unet_disparity_v2, VAE/text encoder/tokenizer {MIRROR}" in row.result
     assert "licence other (GenPercept's weights are released for non-commercial academic use only)" in row.result
+
+
+def test_the_memory_estimate_of_the_papers_recipe_matches_the_measured_teacher_figures(tmp_path):
+    """sa1b_multiteacher at batch 8 in bf16: 24 teacher images per step (global view + 2 patches). BENCHMARKS.md
+    (bench_teachers.py, CPU float32, batch 1) measured 0.66 GiB per Depth Anything V2 Large forward at 560 and 2.32 GiB
+    per GenPercept forward at 768; x24 images, halved for bf16: 7.9 GiB and 27.8 GiB."""
+    from hf_distill.teachers import TEACHER_FAMILIES
+
+    args = parse_distill_args(["--config", "sa1b_multiteacher", "--dataset_dir", str(tmp_path), "--use_cpu",
+                               "--teacher_dtype", "bfloat16"])
+    ctx = preflight.PreflightContext(*args)
+    large, genpercept, student = 335.3e6, 949.6e6, 97.5e6  # parameters (BENCHMARKS.md, README)
+    for teachers in ([("l", TEACHER_FAMILIES["depth_anything"], large)],
+                     [("g", TEACHER_FAMILIES["genpercept-disparity"], genpercept)]):
+        ctx.facts.update(teachers=teachers, student=(None, student))
+        parts = preflight.estimate_memory(ctx)
+        measured = 0.66 if teachers[0][0] == "l" else 2.32
+        assert parts["teacher activations"] / 1024**3 == pytest.approx(24 * measured / 2, rel=0.02)
+        assert parts["teacher weights"] == 2 * teachers[0][2]
+    assert parts["student training"] >= 16 * student  # fp32 weights, gradients, two AdamW moments
