@@ -195,3 +195,16 @@ def test_the_memory_estimate_of_the_papers_recipe_matches_the_measured_teacher_f
         assert parts["teacher activations"] / 1024**3 == pytest.approx(24 * measured / 2, rel=0.02)
         assert parts["teacher weights"] == 2 * teachers[0][2]
     assert parts["student training"] >= 16 * student  # fp32 weights, gradients, two AdamW moments
+
+
+def test_a_teacher_checkpoint_file_needs_no_hub(assets, tmp_path):
+    """The NYU recipe's form: an alias for the structure and an original weights file (here offline, empty cache)."""
+    weights = tmp_path / "depth_anything_v2_vits.pth"
+    argv = tiny_argv(assets, tmp_path / "out", "--teacher_models", "depthanything-small", "--teacher_checkpoints",
+                     str(weights))
+    (row,) = run_preflight(*parse_distill_args(argv), checks=[preflight.check_teachers], dev_run=False).rows
+    assert row.status == FAIL and f"--teacher_checkpoints {weights} does not exist" in row.result
+    weights.write_bytes(b"")
+    (row,) = run_preflight(*parse_distill_args(argv), checks=[preflight.check_teachers], dev_run=False).rows
+    assert row.status == PASS and "structure of depthanything-small, weights depth_anything_v2_vits.pth" in row.result
+    assert "24.8M parameters; licence apache-2.0" in row.result

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import json
 import math
 import shutil
 import tempfile
@@ -135,8 +136,6 @@ def _genpercept_parts(ctx: PreflightContext, name: str) -> tuple[str, str, str]:
         unets = REPOSITORIES[GenPerceptTeacher.HUB_UNETS[name]]
         unet_repo, unet_folder = unets.hub_id, unets.subfolder
     else:
-        import json
-
         settings = json.loads((Path(name) / TEACHER_CONFIG_NAME).read_text())
         unet_repo, unet_folder = name, "unet"
         base_override = base_override or settings.get("base_model") or name
@@ -162,7 +161,8 @@ def _teacher_params(ctx: PreflightContext, name: str, family: TeacherFamily) -> 
 def check_teachers(ctx: PreflightContext) -> Iterable[CheckResult]:
     """Every teacher resolves (each part of a GenPercept teacher), with its family and licence."""
     ctx.facts["teachers"] = []
-    for name in ctx.model_args.teacher_models:
+    checkpoints = ctx.model_args.teacher_checkpoints or [None] * len(ctx.model_args.teacher_models)
+    for name, checkpoint in zip(ctx.model_args.teacher_models, checkpoints):
         check = f"teacher {display_name(name)}"
         try:
             family = teacher_family(name)
@@ -173,6 +173,10 @@ def check_teachers(ctx: PreflightContext) -> Iterable[CheckResult]:
             if family.teacher_class is GenPerceptTeacher:
                 unet_repo, unet_folder, base = _genpercept_parts(ctx, name)
                 where = f"UNet {display_name(unet_repo)}/{unet_folder}, VAE/text encoder/tokenizer {display_name(base)}"
+            elif checkpoint is not None:  # the alias names the structure only: no Hub access
+                if not Path(checkpoint).is_file():
+                    raise FileNotFoundError(f"--teacher_checkpoints {checkpoint} does not exist")
+                where = f"structure of {display_name(name)}, weights {display_name(checkpoint)}"
             else:
                 where = display_name(_resolve_depth_model(name))
             params = _teacher_params(ctx, name, family)
