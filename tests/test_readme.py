@@ -21,6 +21,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 SEPARATORS = {"&&", "||", ";", "|", "&"}
+SHELL_SUFFIXES = (".sh", ".slurm", ".sbatch")  # batch scripts are shell scripts: their command lines are checked
+LAUNCHERS = ("accelerate", "python", "python3")
 # torch builds that exist today (December 2026) for the version the README pins: PyTorch's own index serves 2.13.0
 # for CPU, CUDA 12.6 and CUDA 13.0 (no cu124 build of 2.13).
 TORCH_INDEXES = {"cpu", "cu126", "cu130"}
@@ -77,11 +79,13 @@ def shell_script_commands(path: Path, extra: list[str]) -> list[Command]:
     for name, words in re.findall(r"^\s*(\w+)\+?=\((.*?)\)", text, flags=re.M | re.S):
         arrays.setdefault(name, []).extend(shlex.split(words))
     commands = []
-    for command in split_commands(text, str(path.relative_to(ROOT)), arrays):
+    where = str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else path.name
+    for command in split_commands(text, where, arrays):
         tokens = [t for token in command.tokens for t in (extra if token == "$@" else [token])]
         tokens = [defaults.get(token[1:], token) if token.startswith("$") else token for token in tokens]
-        if tokens[0] in ("accelerate", "python", "python3"):
-            commands.append(Command(tokens, command.where))
+        start = next((i for i, token in enumerate(tokens) if token in LAUNCHERS), None)
+        if start is not None:  # `srun [options] accelerate launch ...` checks from the launcher on
+            commands.append(Command(tokens[start:], command.where))
     return commands
 
 
@@ -173,9 +177,9 @@ def check_script(path_text: str, argv: list[str], monkeypatch) -> str | None:
     script = ROOT / path_text
     if not script.is_file():
         return f"{path_text} does not exist"
-    if script.suffix not in (".py", ".sh"):
+    if script.suffix not in (".py", *SHELL_SUFFIXES):
         return None  # another program (.ci/run): it exists
-    if script.suffix == ".sh":
+    if script.suffix in SHELL_SUFFIXES:
         problems = [check(command, monkeypatch) for command in shell_script_commands(script, argv)]
         return "; ".join(p for p in problems if p) or None
     return script_flags_problem(script, argv, monkeypatch)
@@ -211,6 +215,11 @@ def check(command: Command, monkeypatch) -> str | None:
         return check_script(args[0], args[1:], monkeypatch)
     if program.startswith("./"):
         return check_script(program[2:], args, monkeypatch)
+    if program == "sbatch":  # a cluster's scheduler need not be installed here: its batch script is checked
+        script = next((i for i, arg in enumerate(args) if arg.endswith(SHELL_SUFFIXES)), None)
+        if script is None:
+            return "sbatch without a batch script"
+        return check_script(args[script], args[script + 1:], monkeypatch)
     if shutil.which(program) is None:
         return f"{program}: not installed"
     if program == "pip":
@@ -235,6 +244,8 @@ def test_the_parser_of_commands_handles_the_shell_forms_the_readme_uses():
         ["python", "scripts/distill.py"],
         ["accelerate", "launch", "--num_processes", "2", "scripts/distill.py", "--config", "demo"],
     ]
+    assert [c.tokens for c in split_commands("srun -n 2 accelerate launch x.py", "t")] == [
+        ["srun", "-n", "2", "accelerate", "launch", "x.py"]]
     nyu = shell_script_commands(ROOT / "scripts" / "train_nyu.sh", ["--lr", "1e-4"])
     assert len(nyu) == 1 and nyu[0].tokens[-4:] == ["--teacher_checkpoints", "$TEACHER_CHECKPOINT", "--lr", "1e-4"]
 
@@ -246,6 +257,7 @@ def test_the_checks_catch_a_wrong_flag_a_missing_program_and_a_stale_index(monke
         "accelerate launch --no_such_option 2 scripts/distill.py",
         "bash scripts/train_nyu.sh --no_such_flag",
         "python scripts/no_such_script.py",
+        "sbatch --nodes 2 scripts/no_such_job.slurm",
         "huggingface-cli login",
         "hf download you/model --no-such-option",
         "pip install torch --index-url https://download.pytorch.org/whl/cu124",
@@ -254,6 +266,17 @@ def test_the_checks_catch_a_wrong_flag_a_missing_program_and_a_stale_index(monke
     for text in bad:
         (command,) = split_commands(text, "t")
         assert check(command, monkeypatch) is not None, text
+
+
+def test_a_batch_script_is_checked_through_its_launcher(tmp_path, monkeypatch):
+    job = tmp_path / "job.slurm"
+    job.write_text("#!/bin/bash\n#SBATCH --nodes=2\nOUT=${OUT:-output/x}\n"
+                   "srun --ntasks-per-node 1 accelerate launch --num_processes 8 scripts/distill.py \\\n"
+                   "    --config sa1b_multiteacher --output_dir \"$OUT\" \"$@\"\n")
+    (command,) = split_commands(f"sbatch --nodes 2 {job} --max_steps 10", "t")
+    assert check(command, monkeypatch) is None
+    (command,) = split_commands(f"sbatch {job} --no_such_flag", "t")
+    assert "unknown flags ['--no_such_flag']" in check(command, monkeypatch)
 
 
 @pytest.mark.parametrize("command", readme_commands(), ids=str)
