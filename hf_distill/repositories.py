@@ -25,8 +25,8 @@ class Repository:
     """One external repository as the package names it.
 
     sources: Hub ids to try in order (the maintained copy first). kind: "depth model" (an alias of --teacher_models
-    and --student_arch), "unet" or "diffusion base" (parts of a GenPercept teacher). subfolder: where the weights live in it (GenPercept
-    keeps one UNet per task in one repository). license: the Hub licence id the weights are published under (None:
+    and --student_arch), "unet" or "diffusion base" (parts of a GenPercept teacher). subfolder: where the weights
+    live in it (GenPercept keeps one UNet per task in one repository). license: the Hub licence id the weights are published under (None:
     unknown). license_reason: why, for the model card. non_commercial: a model distilled from it, or initialised from
     it, must not be published under a permissive licence.
     """
