@@ -10,6 +10,7 @@ path: a local folder appears by its folder name, a Hub id as is.
 from __future__ import annotations
 
 import fnmatch
+import json
 import math
 import re
 import warnings
@@ -22,27 +23,22 @@ from hf_distill import __version__
 from hf_distill.evaluation.benchmarks import BENCHMARKS
 from hf_distill.evaluation.metrics import METRIC_NAMES
 from hf_distill.models import resolve_model_name
+from hf_distill.repositories import NON_COMMERCIAL, REPOSITORIES, Repository, dataset_terms, repository
 
 TEMPLATE_PATH = Path(__file__).resolve().parent / "templates" / "model_card.md"
 README = "README.md"
 TASK = "depth-estimation"
 TASK_NAME = "Relative depth estimation"
-NON_COMMERCIAL = "cc-by-nc-4.0"
 CARD_DECIMALS = 6  # metric values in model-index are rounded to this many decimals
 # The dataset_config of model-index entries of training-time evaluation ("training-time-best", ...): a group of
 # model-index results is one (task, dataset, config, split), so best, last and scripts/evaluate.py's entries of the
 # same dataset need distinct configs. A new card replaces all training-time entries.
 TRAINING_CONFIG = "training-time"
 
-# Licences declared by the Hub repos of known teachers / base models. Distill-Any-Depth's *-hf repos
-# could not be checked from here, so they count as unknown and never override the user's choice.
+# Licences declared by the Hub repos of known teachers / base models (hf_distill.repositories holds them, each
+# with its reason). A source whose licence is unknown never overrides the user's choice.
 KNOWN_LICENSES: dict[str, str] = {
-    "depth-anything/Depth-Anything-V2-Small-hf": "apache-2.0",
-    "depth-anything/Depth-Anything-V2-Base-hf": NON_COMMERCIAL,
-    "depth-anything/Depth-Anything-V2-Large-hf": NON_COMMERCIAL,
-    "LiheYoung/depth-anything-small-hf": "apache-2.0",
-    "LiheYoung/depth-anything-base-hf": "apache-2.0",
-    "LiheYoung/depth-anything-large-hf": "apache-2.0",
+    repo.hub_id: repo.license for repo in REPOSITORIES.values() if repo.license and repo.kind == "depth model"
 }
 
 # The files of a student folder that reach the Hub (weights possibly sharded); README.md is added as the card.
@@ -94,15 +90,34 @@ def _link(name: str) -> str:
 # ---- licence ---------------------------------------------------------------------------------------------
 
 
+def _source_repository(name: str) -> Repository | None:
+    """The table entry of a teacher / base model: an alias or Hub id, or a local GenPercept folder (its
+    teacher_config.json family: the folder holds GenPercept's weights)."""
+    path = Path(resolve_model_name(name))
+    if path.is_dir():
+        config = path / "teacher_config.json"
+        if not config.is_file():
+            return None
+        try:
+            return repository(json.loads(config.read_text()).get("family", ""))
+        except json.JSONDecodeError:
+            return None
+    return repository(name) or repository(str(path))
+
+
 def known_license(name: str) -> str | None:
-    """The licence a model is published under: ``KNOWN_LICENSES`` for Hub ids and aliases, the ``license`` of a
-    local folder's own README.md card; None when unknown."""
-    resolved = resolve_model_name(name)
-    path = Path(resolved)
-    if path.is_dir():  # a local folder, or a model shipped in the package (demo-teacher)
-        card = path / README
-        return ModelCard.load(card).data.license if card.is_file() else None
-    return KNOWN_LICENSES.get(resolved)
+    """The licence a model is published under: the table's (``hf_distill.repositories``) for aliases and Hub ids,
+    the ``license`` of a local folder's own README.md card (else its GenPercept family's); None when unknown."""
+    path = Path(resolve_model_name(name))
+    if path.is_dir() and (path / README).is_file():  # a local folder, or a model shipped in the package
+        return ModelCard.load(path / README).data.license
+    repo = _source_repository(name)
+    return repo.license if repo is not None else None
+
+
+def _non_commercial(name: str, declared: str | None) -> bool:
+    repo = _source_repository(name)
+    return declared == NON_COMMERCIAL or (repo is not None and repo.non_commercial and declared == repo.license)
 
 
 def resolve_license(
@@ -110,9 +125,10 @@ def resolve_license(
 ) -> tuple[str | None, str]:
     """The student's licence given the teachers and the initial weights it derives from, and why.
 
-    A CC-BY-NC-4.0 source makes the student cc-by-nc-4.0 (with a warning, also when it overrides
-    ``license``). Otherwise ``license`` is kept; without one, the sources' licence when they all share a
-    known one, else None (with a warning asking for an explicit licence).
+    A non-commercial source makes the student non-commercial whatever ``license`` asks (with a warning): a
+    CC-BY-NC-4.0 source makes it cc-by-nc-4.0; GenPercept (non-commercial academic terms, not a CC licence) makes it
+    ``other``. Each restricting source's reason is on the card. Otherwise ``license`` is kept; without one, the
+    sources' licence when they all share a known one, else None (with a warning asking for an explicit licence).
 
     Returns:
         ``(licence or None, a sentence for the card saying which source constrains it and why)``.
@@ -125,18 +141,24 @@ def resolve_license(
     def named(names: list[str]) -> str:
         return " and ".join(f"{roles[n]} {display_name(n)} ({declared[n] or 'licence unknown'})" for n in names)
 
-    restricted = [name for name, value in declared.items() if value == NON_COMMERCIAL]
+    restricted = [name for name, value in declared.items() if _non_commercial(name, value)]
     if restricted:
+        # A licence other than CC-BY-NC (GenPercept's academic terms) is stricter: the student says `other`.
+        resolved = NON_COMMERCIAL if all(declared[n] == NON_COMMERCIAL for n in restricted) else "other"
         message = (
-            f"{', '.join(display_name(n) for n in restricted)} is licensed {NON_COMMERCIAL}: the distilled student is "
-            f"for non-commercial use only and its card declares {NON_COMMERCIAL}"
+            f"{', '.join(display_name(n) for n in restricted)} is licensed "
+            f"{' / '.join(sorted({declared[n] for n in restricted}))}: the distilled student is for non-commercial "
+            f"use only and its card declares {resolved}"
         )
-        if license not in (None, NON_COMMERCIAL):
+        if license not in (None, resolved):
             message += f" (instead of the requested {license})"
         warnings.warn(message, UserWarning, stacklevel=3)
-        return NON_COMMERCIAL, (
+        reasons = list(dict.fromkeys(repo.license_reason for n in restricted  # one sentence per distinct reason
+                                     if (repo := _source_repository(n)) is not None and declared[n] == repo.license))
+        return resolved, (
             f"non-commercial, set by {named(restricted)}: a model distilled from another's predictions or initialised "
             "from its weights is a derived work and keeps its non-commercial terms."
+            + (f" ({'; '.join(reasons)}.)" if reasons else "")
         )
     if license is not None:
         return license, f"declared for this model (sources: {named(list(roles))})." if roles else \
@@ -323,7 +345,8 @@ def build_model_card(
         teachers_text=", ".join(_link(t) for t in teachers) or "not recorded",
         data_text=data_text if data_text is not None else [f"[{d}](https://huggingface.co/datasets/{d})"
                                                            for d in datasets or []],
-        license_text=f"{resolved_license}: {license_reason}" if resolved_license else license_reason,
+        license_text=(f"{resolved_license}: {license_reason}" if resolved_license else license_reason)
+        + "".join(f" Training data: {terms}" for terms in dataset_terms([*(data_text or []), *(datasets or [])])),
         hyperparameters_table=_hyperparameters_table(hyperparameters),
         evaluation_table=evaluation_table(entries),
     )

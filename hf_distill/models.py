@@ -24,19 +24,12 @@ from transformers.utils import is_torchvision_available
 from transformers.utils import logging as hf_logging
 
 from hf_distill.convert import convert_state_dict, is_hf_state_dict
+from hf_distill.repositories import model_aliases
 
 logger = logging.getLogger(__name__)
 
-MODEL_ALIASES: dict[str, str] = {
-    "depthanything-small": "depth-anything/Depth-Anything-V2-Small-hf",
-    "depthanything-base": "depth-anything/Depth-Anything-V2-Base-hf",
-    "depthanything-large": "depth-anything/Depth-Anything-V2-Large-hf",
-    "depthanything-v1-small": "LiheYoung/depth-anything-small-hf",
-    "depthanything-v1-base": "LiheYoung/depth-anything-base-hf",
-    "depthanything-v1-large": "LiheYoung/depth-anything-large-hf",
-    "distill-any-depth-small": "xingyang1/Distill-Any-Depth-Small-hf",
-    "distill-any-depth-large": "xingyang1/Distill-Any-Depth-Large-hf",
-}
+# Alias -> Hub id, from the one table of external repositories (hf_distill.repositories).
+MODEL_ALIASES: dict[str, str] = model_aliases()
 
 # Models shipped inside the package (the embedded demo's), named like Hub aliases; they load offline.
 PACKAGE_ASSETS = Path(__file__).resolve().parent / "assets"

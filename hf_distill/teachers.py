@@ -37,6 +37,7 @@ from hf_distill.models import (
     normalize_views,
     resolve_model_name,
 )
+from hf_distill.repositories import REPOSITORIES, RepositoryNotFoundError, resolve_repository
 
 # A local GenPercept folder names its family (and optionally its processing resolution) in this file.
 TEACHER_CONFIG_NAME = "teacher_config.json"
@@ -205,8 +206,10 @@ class GenPerceptTeacher(Teacher):
 
     LATENT_SCALE = 0.18215
     TIMESTEP = 1
-    HUB_UNETS = {"genpercept-disparity": ("guangkaixu/genpercept-models", "unet_disparity_v2")}
-    HUB_BASE = "stabilityai/stable-diffusion-2-1"  # VAE, text encoder, tokenizer and the UNet's structure
+    # Our names in hf_distill.repositories.REPOSITORIES: the UNets per family alias, and the base that gives the
+    # VAE, text encoder, tokenizer and the UNet's structure (its sources tried in order: the maintained copy first).
+    HUB_UNETS = {"genpercept-disparity": "genpercept-disparity"}
+    HUB_BASE = "stable-diffusion-2-1"
     DEFAULT_RESOLUTION = 768
     MAX_ACTIVATION_ELEMENTS = 2**31 - 1  # per tensor of one VAE call
 
@@ -279,25 +282,36 @@ class GenPerceptTeacher(Teacher):
             return conv._conv_forward(decoder.conv_act(sample), conv.weight.float(), conv.bias.float())
 
     @classmethod
-    def load(cls, name: str, checkpoint: str | None, family: TeacherFamily) -> GenPerceptTeacher:
-        """``name``: an alias of ``HUB_UNETS`` (UNet weights from the GenPercept repo, the rest from ``HUB_BASE``)
-        or a local folder holding ``unet/ vae/ text_encoder/ tokenizer/`` and ``teacher_config.json``."""
+    def load(cls, name: str, checkpoint: str | None, family: TeacherFamily,
+             base_model: str | None = None) -> GenPerceptTeacher:
+        """``name``: an alias of ``HUB_UNETS`` (UNet weights from the GenPercept repo, the rest from the first
+        reachable source of ``HUB_BASE``) or a local folder holding ``unet/ vae/ text_encoder/ tokenizer/`` and
+        ``teacher_config.json`` (or ``unet/`` alone and a ``"base_model"`` there). ``base_model`` (a local folder or
+        Hub id, ``--teacher_base_model``) replaces the base."""
         try:
             from diffusers import AutoencoderKL, UNet2DConditionModel
         except ImportError as error:
             raise ImportError(f"The {name} teacher needs diffusers: pip install 'hf_distill[diffusers]'.") from error
         from accelerate import init_empty_weights
-        from transformers import AutoTokenizer, CLIPTextModel
+        from transformers import CLIPTextModel, CLIPTokenizer
 
         if checkpoint is not None:
             raise ValueError(f"--teacher_checkpoints {checkpoint}: a GenPercept teacher takes its weights from its "
                              "folder; pass the folder in --teacher_models.")
         if name in cls.HUB_UNETS:
-            base, (unet_repo, unet_folder) = cls.HUB_BASE, cls.HUB_UNETS[name]
+            unets = REPOSITORIES[cls.HUB_UNETS[name]]
+            unet_repo, unet_folder = unets.hub_id, unets.subfolder
             resolution = cls.DEFAULT_RESOLUTION
         else:
-            base, unet_repo, unet_folder = name, name, "unet"
-            resolution = _read_teacher_config(Path(name)).get("processing_resolution", cls.DEFAULT_RESOLUTION)
+            settings = _read_teacher_config(Path(name))
+            unet_repo, unet_folder = name, "unet"
+            base_model = base_model or settings.get("base_model") or name
+            resolution = settings.get("processing_resolution", cls.DEFAULT_RESOLUTION)
+        try:
+            base = resolve_repository(cls.HUB_BASE, probe="unet/config.json", override=base_model)
+        except RepositoryNotFoundError as error:
+            raise ModelNotFoundError(f"Cannot load teacher '{name}' (UNet {unet_repo}/{unet_folder}; VAE, text "
+                                     f"encoder and tokenizer of its Stable Diffusion 2.1 base): {error}") from error
         try:
             # The fine-tuned weights fill SD 2.1's UNet structure, as GenPercept's own loader does.
             with init_empty_weights():
@@ -305,7 +319,7 @@ class GenPerceptTeacher(Teacher):
             unet.load_state_dict(_load_unet_weights(unet_repo, unet_folder), strict=True, assign=True)
             vae = AutoencoderKL.from_pretrained(base, subfolder="vae")
             text_encoder = CLIPTextModel.from_pretrained(base, subfolder="text_encoder")
-            tokenizer = AutoTokenizer.from_pretrained(base, subfolder="tokenizer")
+            tokenizer = CLIPTokenizer.from_pretrained(base, subfolder="tokenizer")  # no AutoConfig look-up offline
         except OSError as error:
             if Path(name).is_dir():
                 raise
@@ -427,13 +441,15 @@ def teacher_family(name_or_path: str) -> TeacherFamily:
     return TEACHER_FAMILIES[key]
 
 
-def build_teacher(name_or_path: str, checkpoint: str | None = None) -> Teacher:
+def build_teacher(name_or_path: str, checkpoint: str | None = None, *, base_model: str | None = None) -> Teacher:
     """The teacher named by ``--teacher_models`` (with its ``--teacher_checkpoints`` entry, if any), frozen.
+    ``base_model`` (``--teacher_base_model``) replaces the Stable Diffusion 2.1 base of GenPercept teachers.
 
     Refuses families whose output space has no fixed conversion to disparity, saying why.
     """
     family = teacher_family(name_or_path)
     if family.teacher_class is None or family.predicts not in ENTERS_AS:
         raise ValueError(f"Teacher '{name_or_path}' ({family.name}) is refused: {REFUSAL_REASON}")
-    teacher = family.teacher_class.load(name_or_path, checkpoint, family)
+    extra = {"base_model": base_model} if base_model and family.teacher_class is GenPerceptTeacher else {}
+    teacher = family.teacher_class.load(name_or_path, checkpoint, family, **extra)
     return teacher.eval().requires_grad_(False)

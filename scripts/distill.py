@@ -4,6 +4,7 @@
     python scripts/distill.py                              # the embedded demo (= --demo): recipe "demo" + report
     python scripts/distill.py --demo --max_steps 50        # the demo with overrides
     python scripts/distill.py --config nyu --dataset_dir data/nyu
+    python scripts/distill.py --config nyu --dataset_dir data/nyu --preflight   # check it all first, 1 real step
     accelerate launch scripts/distill.py --config sa1b_multiteacher --dataset_dir /data/sa1b
 
 --config takes a YAML/JSON file or a shipped recipe by name (demo, nyu, sa1b_multiteacher). Every field of
@@ -22,6 +23,7 @@ from accelerate import PartialState
 from hf_distill.demo import run_demo
 from hf_distill.training.callbacks import NonFiniteLossError
 from hf_distill.training.cli import parse_distill_args
+from hf_distill.training.preflight import run_preflight
 from hf_distill.training.run import run_distillation
 
 
@@ -35,6 +37,12 @@ def main(argv: list[str]) -> int:
             run_demo(argv[1:])
         else:
             model_args, data_args, training_args = parse_distill_args(argv)
+            if training_args.preflight:
+                report = run_preflight(model_args, data_args, training_args)
+                if PartialState().is_main_process:
+                    print(report.format())
+                PartialState().destroy_process_group()
+                return 0 if report.passed else 1
             trainer = run_distillation(model_args, data_args, training_args)
             if trainer.is_world_process_zero():
                 print(f"Student written to {training_args.output_dir} (from_pretrained / pipeline folder, "

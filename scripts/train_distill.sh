@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Single-teacher cross-context distillation (seed usage: edit or export DATASET_DIR / OUTPUT_DIR).
 #   DATASET_DIR=/data/sa1b OUTPUT_DIR=output/distill ./scripts/train_distill.sh [extra flags]
+# Extra flags go to scripts/distill.py; add --preflight to check everything and train one step before the run.
 set -euo pipefail
 DATASET_DIR=${DATASET_DIR:-data/sa1b}
 OUTPUT_DIR=${OUTPUT_DIR:-output/distill}

@@ -80,9 +80,28 @@ def test_licence_kept_or_unknown():
         warnings.simplefilter("error")
         card = build_model_card(model_name="s", base_model=None, teachers=["depthanything-small"], license="mit")
     assert card.data.license == "mit"
-    with pytest.warns(UserWarning, match="distill-any-depth-large.*unknown"):
-        card = build_model_card(model_name="s", base_model=None, teachers=["distill-any-depth-large"])
+    with pytest.warns(UserWarning, match="distill-any-depth-small.*unknown"):
+        card = build_model_card(model_name="s", base_model=None, teachers=["distill-any-depth-small"])
     assert card.data.license is None
+
+
+def test_distill_any_depth_large_genpercept_and_sa1b_terms_reach_the_card(tmp_path):
+    with pytest.warns(UserWarning, match="instead of the requested apache-2.0"):
+        card = build_model_card(model_name="s", base_model="depthanything-small", license="apache-2.0",
+                                teachers=["distill-any-depth-large"])
+    assert card.data.license == "cc-by-nc-4.0"
+    assert "initialised from Depth Anything V2 Large (CC-BY-NC-4.0); its relicensing is disputed" in card.text
+    # GenPercept (alias, or a local folder declaring its family) is academic-only: never a permissive licence.
+    folder = tmp_path / "gp"
+    folder.mkdir()
+    (folder / "teacher_config.json").write_text('{"family": "genpercept-disparity"}')
+    for teacher in ("genpercept-disparity", str(folder)):
+        with pytest.warns(UserWarning, match="instead of the requested mit"):
+            card = build_model_card(model_name="s", base_model="depthanything-small", teachers=[teacher],
+                                    license="mit", data_text=["`sa1b` (webdataset shards)"])
+        assert card.data.license == "other"
+        assert "non-commercial academic use only" in card.text
+        assert "Training data: SA-1B (Segment Anything 1B) is released for research purposes only" in card.text
 
 
 def test_update_creates_then_merges_and_keeps_existing_text(tmp_path):

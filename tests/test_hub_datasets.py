@@ -3,6 +3,8 @@ and evaluation data: built locally from generated scenes and read through the sa
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -142,3 +144,32 @@ def test_training_and_evaluation_on_a_local_dataset(local_datasets, tmp_path):
     assert logged["eval_delta1"] == pytest.approx(expected["delta1"], rel=1e-6)
     card = (tmp_path / "out" / "README.md").read_text()
     assert "**Training data:** `parquet` (local dataset, split `train`)" in card and str(tmp_path) not in card
+
+
+# ---- Hub datasets as they are today ------------------------------------------------------------------------
+
+
+def test_a_loading_script_dataset_and_a_missing_split_say_what_to_do(tmp_path):
+    """Stand-ins for sayakpaul/nyu_depth_v2: a loading script (datasets >= 4 refuses them), and its parquet
+    conversion, which has train and validation splits but no test."""
+    script = tmp_path / "nyu_depth_v2"
+    script.mkdir()
+    (script / "nyu_depth_v2.py").write_text("import datasets\n\nclass NYU(datasets.GeneratorBasedBuilder):\n    pass\n")
+    with pytest.raises(ValueError, match=r"--dataset_name .*nyu_depth_v2 is a loading-script dataset.*add "
+                                         r"--dataset_revision refs/convert/parquet"):
+        load_dataset_source(str(script))
+    parquet = tmp_path / "parquet"
+    for split, seeds in (("train", range(2)), ("validation", range(2, 3))):
+        scenes_dataset(seeds).to_parquet(str(parquet / "data" / f"{split}-00000-of-00001.parquet"))
+    for streaming in (False, True):
+        with pytest.raises(ValueError, match=re.escape(
+                f"--eval_dataset_name {parquet} has no split 'test': its splits are ['train', 'validation']; pass "
+                "one with --eval_dataset_split")):
+            load_dataset_source(str(parquet), split="test", streaming=streaming, flag="--eval_dataset_name")
+    ds = load_dataset_source(str(parquet), split="validation", image_column="rgb", depth_column="depth_map")
+    assert len(ds) == 1 and np.asarray(ds[0]["depth"]).ndim == 2
+    model_args, data_args, _ = parse_distill_args(["--eval_dataset_name", "sayakpaul/nyu_depth_v2",
+                                                   "--eval_dataset_revision", "refs/convert/parquet",
+                                                   "--depth_column", "depth_map",
+                                                   "--dataset_revision", "main", "--use_cpu"])
+    assert (data_args.eval_dataset_revision, data_args.dataset_revision) == ("refs/convert/parquet", "main")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import glob
+import re
 import tarfile
 from pathlib import Path
 
@@ -240,7 +241,7 @@ _DATA_FILE_BUILDERS = {".parquet": "parquet", ".arrow": "arrow"}
 _STREAM_SHARDS = 64
 
 
-def _load_split(name: str, config_name: str | None, split: str, streaming: bool):
+def _load_split(name: str, config_name: str | None, split: str, streaming: bool, revision: str | None = None):
     """`datasets.load_dataset` on a Hub id, a local folder or data files; `load_from_disk` on a saved `Dataset`."""
     path = Path(name)
     if path.is_dir() and (path / "state.json").is_file():  # Dataset.save_to_disk: the layout load_dataset refuses
@@ -251,7 +252,26 @@ def _load_split(name: str, config_name: str | None, split: str, streaming: bool)
         if builder is None:
             raise ValueError(f"data files must be {' or '.join(_DATA_FILE_BUILDERS)}")
         return datasets.load_dataset(builder, data_files={split: name}, split=split, streaming=streaming)
-    return datasets.load_dataset(name, config_name, split=split, streaming=streaming)
+    return datasets.load_dataset(name, config_name, split=split, streaming=streaming, revision=revision)
+
+
+_SPLITS = re.compile(r"(?:Unknown split|Bad split)\W.*?(\[[^\]]*\])")
+
+
+def _explain(error: Exception, name: str, split: str, revision: str | None, flag: str) -> str | None:
+    """What to do about the two ways a Hub dataset fails today, or None for other errors: a loading-script dataset
+    (datasets >= 4 refuses to run them; the Hub's parquet conversion of most of them loads) and a missing split."""
+    text = str(error)
+    split_flag, revision_flag = flag.replace("_name", "_split"), flag.replace("_name", "_revision")
+    if "scripts are no longer supported" in text:
+        return (f"{flag} {name} is a loading-script dataset, which datasets >= 4 no longer runs ({text.strip()}). "
+                f"Read the Hub's parquet conversion instead: add {revision_flag} refs/convert/parquet (its splits "
+                f"may differ: check {split_flag}), or convert it to parquet/arrow files and pass their folder.")
+    found = _SPLITS.search(text)
+    if found:
+        return (f"{flag} {name}{f' (revision {revision})' if revision else ''} has no split {split!r}: its splits are "
+                f"{found.group(1)}; pass one with {split_flag}.")
+    return None
 
 
 def load_dataset_source(
@@ -265,6 +285,7 @@ def load_dataset_source(
     shuffle_buffer: int = 1000,
     seed: int = 0,
     flag: str = "--dataset_name",
+    revision: str | None = None,
 ) -> datasets.Dataset | datasets.IterableDataset:
     """One split of a dataset that `datasets` reads, as a source with an `image` column (and `depth`).
 
@@ -279,10 +300,20 @@ def load_dataset_source(
         depth_column: the column of ground-truth depth in metres (float (H, W) maps, e.g. an `Image` of mode F or
             an array), renamed `depth`; None drops depth.
         flag: the command-line flag named in error messages.
+        revision: the Hub revision (``refs/convert/parquet``: the Hub's parquet conversion of a script dataset).
+
+    Raises:
+        ValueError: a loading-script dataset or a missing split, saying what to pass instead.
     """
     try:
-        ds = _load_split(name, config_name, split, streaming)
-    except ValueError as error:
+        ds = _load_split(name, config_name, split, streaming, revision)
+    except (ValueError, RuntimeError) as error:
+        explained = _explain(error, name, split, revision, flag)
+        if explained is not None:
+            raise ValueError(explained) from error
+        if isinstance(error, RuntimeError):
+            raise
+        raise ValueError(f"{flag} {name} (split {split!r}): {error}") from error
         raise ValueError(f"{flag} {name} (split {split!r}): {error}") from error
     except OSError as error:
         raise OSError(f"{flag} {name} (split {split!r}): {error}") from error

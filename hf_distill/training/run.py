@@ -53,7 +53,8 @@ def build_trainer(
     set_seed(args.seed)
     train_dataset, eval_dataset = build_datasets(data_args, args)  # data errors surface before models load
     checkpoints = model_args.teacher_checkpoints or [None] * len(model_args.teacher_models)
-    teachers = [build_teacher(name, ckpt) for name, ckpt in zip(model_args.teacher_models, checkpoints)]
+    teachers = [build_teacher(name, ckpt, base_model=model_args.teacher_base_model)
+                for name, ckpt in zip(model_args.teacher_models, checkpoints)]
     student = load_depth_model(model_args.student_arch, init=model_args.student_init)
     model = StudentWithProjectors(student, [t.token_width for t in teachers])
 
