@@ -35,8 +35,8 @@ from hf_distill.hub import ONNX_FILE, ONNX_FOLDER, README, add_onnx_usage, push_
 from hf_distill.models import PACKAGE_ASSETS, load_depth_model, load_image_processor
 
 try:
-    import onnx
     import onnxruntime
+    import onnxscript  # noqa: F401  (the dynamo exporter translates through it)
     from onnxruntime.quantization import QuantType, quantize_dynamic
 except ImportError as error:  # an optional extra
     raise ImportError(

@@ -487,8 +487,8 @@ def push_student_to_hub(
     commit_message: str = "Upload distilled depth student",
 ) -> str:
     """Create (or reuse) the model repo and upload the student folder in one commit: config, weights, processor,
-    README.md card and the ONNX export in ``onnx/`` when there is one, nothing else (Trainer checkpoints, ``student_*.safetensors`` exports, logs and
-    visualisations stay local). Returns the commit URL."""
+    README.md card and the ONNX export in ``onnx/`` when there is one, nothing else (Trainer checkpoints,
+    ``student_*.safetensors`` exports, logs and visualisations stay local). Returns the commit URL."""
     output_dir = Path(output_dir)
     if not (output_dir / README).is_file():
         raise FileNotFoundError(f"{output_dir / README} not found: write the student's card first")

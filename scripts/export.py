@@ -24,7 +24,9 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    parser = HfArgumentParser(ExportArguments, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = HfArgumentParser(
+        ExportArguments, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     try:
         (args,) = parser.parse_args_into_dataclasses(argv)
         run_export(args)
