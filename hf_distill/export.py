@@ -415,7 +415,7 @@ class ExportArguments:
         "help": "Upload the student with onnx/ (and its card) to --hub_model_id."})
     hub_model_id: str | None = field(default=None, metadata={"help": "Repository to push to."})
     hub_token: str | None = field(default=None, metadata={"help": "Hub token (default: the logged-in one)."})
-    hub_private_repo: bool | None = field(default=None, metadata={"help": "Create the repository as private."})
+    hub_private_repo: bool = field(default=False, metadata={"help": "Create the repository as private."})
 
     def __post_init__(self) -> None:
         if self.push_to_hub and not self.hub_model_id:
@@ -434,7 +434,8 @@ def run_export(args: ExportArguments) -> ExportResult:
         print(result.quantization.format())
     print(f"wrote {result.path}" + (f" and {result.quantization.path}" if result.quantization else ""))
     if args.push_to_hub:
-        url = push_student_to_hub(args.model, args.hub_model_id, token=args.hub_token, private=args.hub_private_repo,
+        url = push_student_to_hub(args.model, args.hub_model_id, token=args.hub_token,
+                                  private=args.hub_private_repo or None,
                                   commit_message="Upload distilled depth student with its ONNX export")
         print(f"pushed: {url}")
     return result
