@@ -49,10 +49,17 @@ STUDENT_FILES = (
     "model.safetensors.index.json",
     "preprocessor_config.json",
 )
+# The ONNX export (hf_distill.export) lives in this subfolder, as transformers.js and optimum expect; every ONNX
+# file in it (model.onnx, model_quantized.onnx, external data) is published with the student.
+ONNX_FOLDER = "onnx"
+ONNX_FILE = "model.onnx"
+ONNX_FILES = ("*.onnx", "*.onnx.data", "*.onnx_data")
 
 _HUB_ID = re.compile(r"^[\w.-]+(/[\w.-]+)?$")
 _EVAL_START = "<!-- hf_distill:evaluation:start -->"
 _EVAL_END = "<!-- hf_distill:evaluation:end -->"
+_ONNX_START = "<!-- hf_distill:onnx:start -->"
+_ONNX_END = "<!-- hf_distill:onnx:end -->"
 _METRIC_HEADERS = {
     "abs_rel": "AbsRel ↓",
     "sq_rel": "SqRel ↓",
@@ -308,6 +315,7 @@ def build_model_card(
     eval_results: dict[str, dict[str, float]] | None = None,
     results: list[EvalResult] | None = None,
     license: str | None = None,
+    onnx: bool = False,
 ) -> ModelCard:
     """Render the card of a distilled student.
 
@@ -322,6 +330,8 @@ def build_model_card(
         eval_results: ``{benchmark: {metric: value}}`` as written by ``scripts/evaluate.py``.
         results: further model-index entries (kept results of an earlier card, training-time evaluation).
         license: the user's licence; a CC-BY-NC-4.0 teacher or base model overrides it (with a warning).
+        onnx: whether the student has an ONNX export (``onnx/model.onnx``): the card then shows its onnxruntime
+            snippet.
     """
     resolved_license, license_reason = resolve_license(teachers, base_model, license)
     entries = merge_eval_results(results or [], eval_results_to_hub(eval_results or {}))
@@ -349,7 +359,58 @@ def build_model_card(
         + "".join(f" Training data: {terms}" for terms in dataset_terms([*(data_text or []), *(datasets or [])])),
         hyperparameters_table=_hyperparameters_table(hyperparameters),
         evaluation_table=evaluation_table(entries),
+        onnx_usage=onnx_usage(model_name) if onnx else "",
     )
+
+
+def onnx_usage(model_name: str) -> str:
+    """The card's onnxruntime snippet for ``model_name`` (a Hub id, or a folder next to the snippet)."""
+    return f'''With onnxruntime (the ONNX export in `{ONNX_FOLDER}/`, dynamic batch and size, sides multiples of 14):
+
+```python
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+from huggingface_hub import hf_hub_download
+from PIL import Image
+from transformers import AutoImageProcessor
+
+model_id = "{model_name}"
+onnx_file = Path(model_id, "{ONNX_FOLDER}", "model.onnx")  # a local copy of the repository, else the Hub's
+if not onnx_file.is_file():
+    onnx_file = hf_hub_download(model_id, "{ONNX_FOLDER}/model.onnx")
+session = ort.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"])
+processor = AutoImageProcessor.from_pretrained(model_id)
+image = Image.open("image.jpg")
+pixel_values = processor(images=image, return_tensors="np")["pixel_values"].astype(np.float32)
+predicted = session.run(["predicted_depth"], {{"pixel_values": pixel_values}})[0]  # (1, h, w), larger = closer
+disparity = Image.fromarray(predicted[0]).resize(image.size, Image.BICUBIC)  # float map at the image's size
+```'''
+
+
+def has_onnx(folder: str | Path) -> bool:
+    """Whether ``folder`` holds an ONNX export (``onnx/model.onnx``)."""
+    return (Path(folder) / ONNX_FOLDER / ONNX_FILE).is_file()
+
+
+def add_onnx_usage(card_path: str | Path) -> None:
+    """Put the onnxruntime snippet into an existing card (between its ONNX markers, else at the end of "How to
+    use" or of the card), named after the card's ``model_name`` (else its folder)."""
+    path = Path(card_path)
+    card = ModelCard.load(path)
+    block = f"{_ONNX_START}\n{onnx_usage(card.data.model_name or path.parent.name)}\n{_ONNX_END}"
+    text = card.text
+    if _ONNX_START in text and _ONNX_END in text:
+        head, rest = text.split(_ONNX_START, 1)
+        text = head + block + rest.split(_ONNX_END, 1)[1]
+    elif "\n## Citation" in text:
+        head, rest = text.split("\n## Citation", 1)
+        text = head.rstrip("\n") + f"\n\n{block}\n\n## Citation" + rest
+    else:
+        text = text.rstrip("\n") + f"\n\n{block}\n"
+    card.text = text
+    card.save(path)
 
 
 def update_model_card(model_dir: str | Path, eval_results: dict[str, dict[str, float]]) -> ModelCard:
@@ -394,10 +455,14 @@ def existing_results(model_dir: str | Path) -> list[EvalResult]:
 
 
 def student_files(folder: str | Path) -> list[Path]:
-    """The files of a student folder that are published (``STUDENT_FILES``), sorted; raises FileNotFoundError when
-    the folder lacks its config or weights."""
+    """The files of a student folder that are published (``STUDENT_FILES``, and ``ONNX_FILES`` in ``onnx/``),
+    sorted; raises FileNotFoundError when the folder lacks its config or weights."""
     folder = Path(folder)
     files = sorted(p for p in folder.iterdir() if p.is_file() and any(fnmatch.fnmatch(p.name, g) for g in STUDENT_FILES))
+    onnx_folder = folder / ONNX_FOLDER
+    if onnx_folder.is_dir():
+        files += sorted(p for p in onnx_folder.iterdir() if p.is_file() and any(fnmatch.fnmatch(p.name, g)
+                                                                                for g in ONNX_FILES))
     names = {p.name for p in files}
     if "config.json" not in names:
         raise FileNotFoundError(f"{folder / 'config.json'} not found: save the student first")
@@ -420,7 +485,8 @@ def upload_student(
     """One commit to an existing model repo: the student files of ``folder``, the card as ``README.md`` and, with
     ``checkpoint``, every file of that folder under ``checkpoint_path_in_repo/``. ``card`` is the card's text or
     the path of a README.md. Returns the ``CommitInfo``."""
-    operations = [CommitOperationAdd(path_in_repo=path.name, path_or_fileobj=path) for path in student_files(folder)]
+    operations = [CommitOperationAdd(path_in_repo=path.relative_to(folder).as_posix(), path_or_fileobj=path)
+                  for path in student_files(folder)]
     card_bytes = Path(card).read_bytes() if isinstance(card, Path) else card.encode("utf-8")
     operations.append(CommitOperationAdd(path_in_repo=README, path_or_fileobj=card_bytes))
     if checkpoint is not None:
@@ -443,9 +509,9 @@ def push_student_to_hub(
     revision: str | None = None,
     commit_message: str = "Upload distilled depth student",
 ) -> str:
-    """Create (or reuse) the model repo and upload the student folder in one commit: config, weights, processor
-    and README.md card, nothing else (Trainer checkpoints, ``student_*.safetensors`` exports, logs and
-    visualisations stay local). Returns the commit URL."""
+    """Create (or reuse) the model repo and upload the student folder in one commit: config, weights, processor,
+    README.md card and the ONNX export in ``onnx/`` when there is one, nothing else (Trainer checkpoints,
+    ``student_*.safetensors`` exports, logs and visualisations stay local). Returns the commit URL."""
     output_dir = Path(output_dir)
     if not (output_dir / README).is_file():
         raise FileNotFoundError(f"{output_dir / README} not found: write the student's card first")

@@ -8,6 +8,7 @@ the ``Trainer`` owns.
 
 from __future__ import annotations
 
+import importlib.util
 import math
 from dataclasses import dataclass, field
 
@@ -267,6 +268,11 @@ class DistillationArguments(TrainingArguments, DistillationLossConfig):
         metadata={"help": "Score evaluation batch by batch (compute_metrics keeps running sums, no prediction is "
                   "held until the end)."},
     )
+    export_onnx: bool = field(
+        default=False,
+        metadata={"help": "At the end of training, export the student to output_dir/onnx/model.onnx, verified against "
+                  "PyTorch (hf_distill.export; needs the onnx extra); --push_to_hub then uploads onnx/ too."},
+    )
     license: str | None = field(
         default=None,
         metadata={"help": "Licence of the student's model card (a Hub licence id such as apache-2.0 or mit). Default: "
@@ -286,6 +292,8 @@ class DistillationArguments(TrainingArguments, DistillationLossConfig):
             raise ValueError(f"--warmup_epochs must be >= 0, got {self.warmup_epochs}.")
         if self.visualize_steps < 0:
             raise ValueError(f"--visualize_steps must be >= 0, got {self.visualize_steps}.")
+        if self.export_onnx and importlib.util.find_spec("onnxruntime") is None:
+            raise ValueError("--export_onnx needs onnx, onnxruntime and onnxscript: pip install 'hf_distill[onnx]'")
 
 
 def validate_arguments(model_args: ModelArguments, data_args: DataArguments, args: DistillationArguments) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 from huggingface_hub import EvalResult, ModelCard
 from transformers import TrainerState
 
-from hf_distill.hub import build_model_card, is_training_result, training_eval_results
+from hf_distill.hub import build_model_card, has_onnx, is_training_result, training_eval_results
 from hf_distill.training.arguments import DataArguments, DistillationArguments, ModelArguments
 from hf_distill.training.data import DataDescription, describe_training_data, resolve_eval_data
 
@@ -113,4 +113,5 @@ def build_student_card(
         hyperparameters=hyperparameters,
         results=results,
         license=args.license,
+        onnx=args.output_dir is not None and has_onnx(args.output_dir),
     )

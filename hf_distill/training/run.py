@@ -81,14 +81,30 @@ def build_trainer(
 
 
 def train_student(trainer: DistillationTrainer, resume_from_checkpoint: str | None = None) -> None:
-    """Train, then write the student folder, its card and ``student_final.safetensors``; push when
-    ``--push_to_hub`` is set."""
+    """Train, then write the student folder, its card and ``student_final.safetensors``; with ``--export_onnx``
+    its verified ONNX export (``onnx/``); push when ``--push_to_hub`` is set."""
     trainer.train(resume_from_checkpoint=resume_from_checkpoint)
     if trainer.args.push_to_hub:
-        trainer.push_to_hub()  # saves the student folder and card, then uploads them
+        if trainer.args.export_onnx:
+            trainer.save_model(_internal_call=True)  # the export reads the saved folder; not pushed yet
+            export_trained_student(trainer)
+        trainer.push_to_hub()  # saves the student folder and card (with onnx/, its snippet), then uploads them
     else:
         trainer.save_model()
         trainer.create_model_card()
+        if trainer.args.export_onnx:
+            export_trained_student(trainer)
+
+
+def export_trained_student(trainer: DistillationTrainer) -> None:
+    """``hf_distill.export.export_student`` on the saved student (main process only); raises when the export does
+    not reproduce the student."""
+    if trainer.is_world_process_zero():
+        from hf_distill.export import export_student  # the onnx extra: imported only when asked for
+
+        result = export_student(trainer.args.output_dir)
+        logger.info("ONNX export %s verified:\n%s", result.path, result.verification.format())
+    trainer.accelerator.wait_for_everyone()
 
 
 def run_distillation(
