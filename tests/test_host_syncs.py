@@ -32,7 +32,7 @@ def test_counter_counts_each_synchronising_call_once_and_nothing_else():
     }
     # Everything is restored on exit.
     x[0].item()  # after the block: not counted, and the originals are back
-    assert syncs.total == 21 and torch.Tensor.item.__name__ == "item" and not hasattr(torch.nonzero, "__wrapped__")
+    assert syncs.total == 22 and torch.Tensor.item.__name__ == "item" and not hasattr(torch.nonzero, "__wrapped__")
 
 
 def test_counter_inside_one_method_counts_only_there():
