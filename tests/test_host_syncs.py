@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from hf_distill.losses import DistillationLoss, median_mad, normalized_l1
+from hf_distill.models import mean_std_tensors, normalize_views
 from hf_distill.testing.host_syncs import count_host_syncs
 from hf_distill.training.cli import parse_distill_args
 from hf_distill.training.run import build_trainer
@@ -23,6 +24,8 @@ def test_counter_counts_each_synchronising_call_once_and_nothing_else():
         y = x.clone()
         y[mask] = 0.0
         x.repeat_interleave(torch.ones(10, dtype=torch.long)), torch.repeat_interleave(torch.ones(3, dtype=torch.long))
+        x.to("meta"), x.to(torch.device("meta"), torch.float64), torch.tensor([1.0], device="meta")  # host -> device
+        x.to("meta", non_blocking=True), torch.tensor([1.0]), x.to(torch.float64)  # not waiting / not a copy
         # Not synchronising: static shapes, device-side results, a tensor's own device, known output size.
         torch.where(mask, x, 0.0), x[2:4], x[torch.tensor([1, 2])], mask.any(), x.to(x.device), x.sort()
         x.repeat_interleave(2), x.repeat_interleave(torch.ones(10, dtype=torch.long), output_size=10)
@@ -30,11 +33,12 @@ def test_counter_counts_each_synchronising_call_once_and_nothing_else():
     assert syncs.counts == {
         "item": 1, "tolist": 1, "numpy": 1, "cpu": 1, "to('cpu')": 1, "__bool__": 1, "__int__": 1, "__float__": 1,
         "__format__": 1, "nonzero": 2, "where(condition)": 1, "argwhere": 1, "unique": 2, "bincount": 2,
-        "getitem[mask]": 1, "masked_select": 1, "setitem[mask]": 1, "repeat_interleave": 2,
+        "getitem[mask]": 1, "masked_select": 1, "setitem[mask]": 1, "repeat_interleave": 2, "to(device)": 2,
+        "tensor(device)": 1,
     }
     # Everything is restored on exit.
     x[0].item()  # after the block: not counted, and the originals are back
-    assert syncs.total == 22 and torch.Tensor.item.__name__ == "item" and not hasattr(torch.nonzero, "__wrapped__")
+    assert syncs.total == 25 and torch.Tensor.item.__name__ == "item" and not hasattr(torch.nonzero, "__wrapped__")
 
 
 def test_counter_inside_one_method_counts_only_there():
@@ -103,3 +107,14 @@ def test_a_training_step_waits_on_the_host_at_most_once(recipe, assets, tmp_path
         ]
     syncs = _syncs_per_micro_batch(argv)
     assert syncs.total <= syncs.calls and set(syncs.counts) <= {"item"}, syncs.counts
+
+
+def test_input_normalisation_is_copied_to_a_device_once():
+    mean_std = mean_std_tensors([0.5, 0.4, 0.3], [0.25, 0.2, 0.1])
+    views = torch.rand(2, 3, 4, 5)
+    expected = (views - torch.tensor([0.5, 0.4, 0.3]).view(1, 3, 1, 1)) / torch.tensor([0.25, 0.2, 0.1]).view(1, 3, 1, 1)
+    torch.testing.assert_close(normalize_views(views, mean_std), expected, rtol=0, atol=0)
+    with count_host_syncs() as syncs:  # "meta" stands for an accelerator: host -> device copies are counted
+        for _ in range(3):
+            normalize_views(views.to("meta", non_blocking=True), mean_std)
+    assert syncs.counts == {"to(device)": 2}  # mean and std, once
