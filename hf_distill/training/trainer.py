@@ -236,7 +236,7 @@ class DistillationTrainer(Trainer):
         resume continues there without re-reading the stream. The positions stay on the device until a checkpoint
         reads them (:attr:`_stream_positions`): no host read per micro-batch."""
         if "skipped" in inputs:
-            self._metrics["skipped"] = self._metrics["skipped"].to(inputs["skipped"].device) + inputs["skipped"].sum()
+            self._add_metric("skipped", inputs["skipped"].sum())
         if "stream_position" not in inputs:
             return
         if self.train_dataset.epoch != self._stream_epoch:  # a new pass over the stream starts from its beginning
@@ -263,9 +263,15 @@ class DistillationTrainer(Trainer):
         self.__dict__.pop("_stream_reached", None)
         self.__dict__["_stream_positions_read"] = positions
 
+    def _add_metric(self, name: str, value: torch.Tensor) -> None:
+        """Accumulate a per-step statistic on the device of ``value`` (float64, read at logging steps); a window's
+        first value starts the sum there instead of copying a host zero to the device."""
+        total = self._metrics.get(name)
+        self._metrics[name] = value.double() if total is None else total.to(value.device) + value.double()
+
     def _record_step(self, terms: dict[str, torch.Tensor], teacher_index: int, inputs: dict) -> None:
         for name, value in terms.items():
-            self._metrics[f"loss_{name}"] = self._metrics[f"loss_{name}"].to(value.device) + value.double()
+            self._add_metric(f"loss_{name}", value)
             self._metric_counts[f"loss_{name}"] += 1
         if self.args.lambda_feat > 0:  # logged as the fraction of steps whose teacher had no tokens
             self._metrics["feat_skipped"] += float(not self._teacher_has_tokens[teacher_index])
