@@ -38,6 +38,8 @@ _HISTOGRAM_BUDGET_BITS = 22  # at most 2**22 (fine context, bucket) cells per hi
 _REFINE_BITS = 8  # key bits resolved per radix-selection pass
 _REFINE_PASSES = 4  # int32 keys: a cell's key span < 2**32 shrinks below 2**24, 2**16, 2**8, then to one key
 
+_DUMP_CELLS = 256  # pairs outside the chosen cells are spread over this many dump cells (no single atomic hot spot)
+
 STATIC_SHAPES: bool | None = None
 """Whether intermediate shapes are fixed by the input's shape (no host synchronisation): None = on accelerators."""
 
@@ -291,7 +293,7 @@ def _context_tree(axes: int, fine_level: int, levels: list[int], batch: int, dev
 class _Selection:
     pixel: Tensor  # (Q,) index of a pixel holding each queried rank (-1 for a query on an empty group)
     bucket: Tensor  # (Q,) its bucket
-    pair_group: Tensor  # (P,) group of every (pixel, group) pair in a queried (group, bucket); G: no pair
+    pair_group: Tensor  # (P,) group of every (pixel, group) pair in a queried (group, bucket); >= G: no pair
     pair_pixel: Tensor  # (P,) int64
 
 
@@ -338,8 +340,10 @@ def _select_ranks(values: Tensor, cell: Tensor, counts: Tensor, tree: _Tree, ran
     cand_ids = cell_id[cand_groups * nb + (cand_cell & (nb - 1))[:, None]]  # (C, L)
     if static:
         pair_cand = torch.arange(len(candidate), device=device)[:, None].expand(-1, levels).reshape(-1)
+        spread = torch.arange(len(pair_cand), device=device) & (_DUMP_CELLS - 1)
         ids, pair_group = cand_ids.reshape(-1), cand_groups.reshape(-1)
-        pair_group = torch.where(ids < queries, pair_group, groups)
+        pair_group = torch.where(ids < queries, pair_group, groups + spread)
+        ids = torch.where(ids < queries, ids, queries + spread)
     else:
         pair_cand, pair_level = (cand_ids < queries).nonzero(as_tuple=True)
         ids, pair_group = cand_ids[pair_cand, pair_level], cand_groups[pair_cand, pair_level]
@@ -347,7 +351,7 @@ def _select_ranks(values: Tensor, cell: Tensor, counts: Tensor, tree: _Tree, ran
 
     # Radix selection: split each chosen cell's key range into 2**_REFINE_BITS parts until one key is left.
     keys = _order_keys(values.detach()[pair_pixel]).long()
-    pixels, cells = pair_pixel, queries + 1  # cell ids are queries, and Q the dump
+    pixels, cells = pair_pixel, queries + (_DUMP_CELLS if static else 1)  # cell ids: queries, then dump cells
     steps = torch.arange(34, device=device)
     for _ in range(_REFINE_PASSES):
         low = keys.new_zeros(cells).scatter_reduce(0, ids, keys, "amin", include_self=False)
@@ -364,7 +368,9 @@ def _select_ranks(values: Tensor, cell: Tensor, counts: Tensor, tree: _Tree, ran
         q_rank = q_rank - (sub_cum.reshape(-1)[q_flat] - sub_counts.reshape(-1)[q_flat])
         sub_id = _first_query(q_flat, cells << _REFINE_BITS)
         q_cell, ids = sub_id[q_flat], sub_id[sub]
-        if not static:
+        if static:
+            ids = torch.where(ids < queries, ids, queries + spread)
+        else:
             keep = (ids < queries).nonzero().squeeze(1)
             ids, keys, pixels = ids[keep], keys[keep], pixels[keep]
     first = torch.full((cells,), -1, dtype=torch.long, device=device)
@@ -482,9 +488,9 @@ def _median_mad(
     sum_below = sum_through - sums.gather(1, at)[:, 0]
     above = (cum_sums[:, -1] - sum_through) - median64 * (count - count_through)
     below = median64 * count_below - sum_below
-    median64 = torch.cat([median64, median64.new_zeros(1)])  # the dump group of the static pairs
+    median64 = torch.cat([median64, median64.new_zeros(_DUMP_CELLS)])  # the dump groups of the static pairs
     inside = _pick(student_values, values, selection.pair_pixel).double() - median64[selection.pair_group]
-    inside = median64.new_zeros(tree.groups + 1).index_add(0, selection.pair_group, inside.abs())[:-1]
+    inside = median64.new_zeros(len(median64)).index_add(0, selection.pair_group, inside.abs())[: tree.groups]
     mad = (above + below + inside) / count.clamp(min=1)
     return median, mad.float()
 
@@ -568,7 +574,7 @@ class _PairedL1(torch.autograd.Function):
     """Per-image sums over levels and valid pixels of ``|N(student) - N(teacher)|``.
 
     Inputs: the student's half of the stacked values and the per-group median and scale tables. The
-    hand-written backward touches the student's pixels only and sums per-context terms with bincount
+    hand-written backward touches the student's pixels only and sums per-context terms with one bincount (CPU) or index_add
     (autograd would also differentiate the teacher's half and scatter-add into tiny tables).
     """
 
