@@ -1,6 +1,8 @@
 """Host synchronisations: the counter catches each synchronising call, and a training step of the shipped recipes
 makes (almost) none, counted on CPU the way a GPU step would wait."""
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 
@@ -9,6 +11,7 @@ from hf_distill.models import mean_std_tensors, normalize_views
 from hf_distill.testing.host_syncs import count_host_syncs
 from hf_distill.training.cli import parse_distill_args
 from hf_distill.training.run import build_trainer
+from hf_distill.training.trainer import DistillationTrainer
 
 
 def test_counter_counts_each_synchronising_call_once_and_nothing_else():
@@ -118,3 +121,14 @@ def test_input_normalisation_is_copied_to_a_device_once():
         for _ in range(3):
             normalize_views(views.to("meta", non_blocking=True), mean_std)
     assert syncs.counts == {"to(device)": 2}  # mean and std, once
+
+
+def test_batches_go_to_the_accelerator_without_waiting():
+    """``DistillationTrainer._prepare_input`` on a batch bound for an accelerator ("meta" stands for one)."""
+    trainer = SimpleNamespace(args=SimpleNamespace(device=torch.device("meta")), is_deepspeed_enabled=False)
+    batch = {"global_view": torch.rand(2, 3, 4, 4), "global_boxes": torch.rand(2, 1, 4)}
+    with count_host_syncs() as syncs:
+        moved = {k: DistillationTrainer._prepare_input(trainer, v) for k, v in batch.items()}
+        torch.rand(2).to("meta")  # what the Trainer's own copy does
+    assert all(v.device.type == "meta" and v.shape == batch[k].shape for k, v in moved.items())
+    assert syncs.counts == {"to(device)": 1}
