@@ -115,7 +115,8 @@ def test_a_training_step_waits_on_the_host_at_most_once(recipe, assets, tmp_path
 def test_input_normalisation_is_copied_to_a_device_once():
     mean_std = mean_std_tensors([0.5, 0.4, 0.3], [0.25, 0.2, 0.1])
     views = torch.rand(2, 3, 4, 5)
-    expected = (views - torch.tensor([0.5, 0.4, 0.3]).view(1, 3, 1, 1)) / torch.tensor([0.25, 0.2, 0.1]).view(1, 3, 1, 1)
+    mean, std = torch.tensor([0.5, 0.4, 0.3]).view(1, 3, 1, 1), torch.tensor([0.25, 0.2, 0.1]).view(1, 3, 1, 1)
+    expected = (views - mean) / std
     torch.testing.assert_close(normalize_views(views, mean_std), expected, rtol=0, atol=0)
     with count_host_syncs() as syncs:  # "meta" stands for an accelerator: host -> device copies are counted
         for _ in range(3):

@@ -574,8 +574,8 @@ class _PairedL1(torch.autograd.Function):
     """Per-image sums over levels and valid pixels of ``|N(student) - N(teacher)|``.
 
     Inputs: the student's half of the stacked values and the per-group median and scale tables. The
-    hand-written backward touches the student's pixels only and sums per-context terms with one bincount (CPU) or index_add
-    (autograd would also differentiate the teacher's half and scatter-add into tiny tables).
+    hand-written backward touches the student's pixels only and sums per-context terms with one bincount (CPU) or
+    index_add (autograd would also differentiate the teacher's half and scatter-add into tiny tables).
     """
 
     @staticmethod
