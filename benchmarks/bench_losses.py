@@ -5,16 +5,25 @@ The baseline computes every context as a full-size mask, stacks them and takes s
 with the exact-mean MAD of DESIGN.md. Usage (CPU, two threads unless told otherwise):
 
     python benchmarks/bench_losses.py [--threads 2] [--batch 8] [--size 560] [--repeats 3] [--device cpu]
+
+``--engine_baseline FILE`` instead times this median/MAD engine against another version of
+``hf_distill/losses/median_mad.py`` (e.g. ``git show REV:hf_distill/losses/median_mad.py > old.py``), interleaved in
+one process, and prints old / new per case; ``--static`` runs this engine with the accelerator path's fixed shapes.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib.util
+import sys
 import time
 
 import torch
 import torch.nn.functional as F
 
+import hf_distill.losses.median_mad as median_mad
+import hf_distill.losses.normalize as normalize
 from hf_distill.losses import (
     DistillationLoss,
     FeatureProjector,
@@ -100,6 +109,46 @@ def smooth_maps(batch: int, size: int, device: torch.device) -> tuple[torch.Tens
     return student.clamp(min=0), teacher
 
 
+@contextlib.contextmanager
+def engine(module):
+    """Run the losses on the median/MAD engine of ``module`` (a version of hf_distill/losses/median_mad.py)."""
+    saved = normalize.context_statistics, normalize.paired_l1_sums
+    normalize.context_statistics, normalize.paired_l1_sums = module.context_statistics, module.paired_l1_sums
+    try:
+        yield
+    finally:
+        normalize.context_statistics, normalize.paired_l1_sums = saved
+
+
+def compare_engines(path: str, student, teacher, repeats: int, sync) -> None:
+    """Forward+backward of every normalisation case on the engine in ``path`` and on this one; ratio old / new."""
+    spec = importlib.util.spec_from_file_location("baseline_median_mad", path)
+    old = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = old  # dataclasses look their module up
+    spec.loader.exec_module(old)
+    print(f"{'case':<13}{'old f+b':>9}{'new f+b':>9}{'old/new':>9}{'|diff|':>10}")
+    ratios = []
+    for normalization, variant in [("global", "dr"), ("local", "dr"), ("local", "dp"), ("local", "ds"),
+                                   ("hybrid", "dr"), ("hybrid", "dp"), ("hybrid", "ds")]:
+        kwargs = dict(normalization=normalization, hdn_variant=variant, hdn_levels=3)
+
+        def run(module) -> torch.Tensor:
+            with engine(module):
+                s = student.detach().requires_grad_(True)
+                loss = normalized_l1(s, teacher, **kwargs)
+                loss.backward()
+                sync()
+            return loss.detach()
+
+        diff = (run(old) - run(median_mad)).abs().item()
+        t = interleaved({"old": lambda: run(old), "new": lambda: run(median_mad)}, repeats)
+        ratios.append(t["old"] / t["new"])
+        print(f"{normalization + '/' + variant:<13}{t['old'] * 1e3:>9.0f}{t['new'] * 1e3:>9.0f}{ratios[-1]:>9.2f}"
+              f"{diff:>10.1e}", flush=True)
+    geomean = torch.tensor(ratios).log().mean().exp().item()
+    print(f"geometric mean old/new: {geomean:.2f} (> 1: this engine is faster)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
@@ -107,13 +156,22 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=560)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--engine_baseline", help="another median_mad.py to time this engine against")
+    parser.add_argument("--static", action="store_true", help="this engine with fixed shapes (accelerator path)")
     args = parser.parse_args()
+    if args.static:
+        median_mad.STATIC_SHAPES = True
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     device = torch.device(args.device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     student, teacher = smooth_maps(args.batch, args.size, device)
     full = torch.ones_like(teacher, dtype=torch.bool)
+    if args.engine_baseline:
+        print(f"device={device} threads={torch.get_num_threads()} maps={tuple(teacher.shape)} best of "
+              f"{args.repeats}, interleaved; forward+backward in ms")
+        compare_engines(args.engine_baseline, student, teacher, args.repeats, sync)
+        return
     print(f"device={device} threads={torch.get_num_threads()} maps={tuple(teacher.shape)} "
           f"best of {args.repeats}, interleaved; times in ms")
     print(f"{'case':<13}{'ours fwd':>9}{'base fwd':>10}{'ratio':>7}{'ours f+b':>10}{'base f+b':>10}{'ratio':>7}"

@@ -488,14 +488,29 @@ def image_mean_std(name_or_path: str) -> tuple[list[float], list[float]]:
     return list(settings.get("image_mean", IMAGENET_MEAN)), list(settings.get("image_std", IMAGENET_STD))
 
 
-def mean_std_tensors(mean: list[float], std: list[float]) -> tuple[torch.Tensor, torch.Tensor]:
-    """(mean, std) lists -> two (1, 3, 1, 1) float32 tensors for :func:`normalize_views`."""
-    return torch.tensor(mean).view(1, 3, 1, 1), torch.tensor(std).view(1, 3, 1, 1)
+class MeanStd:
+    """A model's input normalisation as two (1, 3, 1, 1) float32 tensors, copied once to each device it is used on
+    (a copy from the host every call would make the host wait for the device)."""
+
+    def __init__(self, mean: list[float], std: list[float]) -> None:
+        host = torch.device("cpu")
+        self._copies = {host: (torch.tensor(mean).view(1, 3, 1, 1), torch.tensor(std).view(1, 3, 1, 1))}
+
+    def on(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mean, std) on ``device``."""
+        if device not in self._copies:
+            self._copies[device] = tuple(t.to(device) for t in self._copies[torch.device("cpu")])
+        return self._copies[device]
 
 
-def normalize_views(views: torch.Tensor, mean_std: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+def mean_std_tensors(mean: list[float], std: list[float]) -> MeanStd:
+    """(mean, std) lists -> the :class:`MeanStd` that :func:`normalize_views` applies."""
+    return MeanStd(mean, std)
+
+
+def normalize_views(views: torch.Tensor, mean_std: MeanStd) -> torch.Tensor:
     """(N, 3, H, W) views in [0, 1] -> a model's input normalisation ``(views - mean) / std``."""
-    mean, std = (t.to(views.device) for t in mean_std)
+    mean, std = mean_std.on(views.device)
     return (views - mean) / std
 
 

@@ -112,7 +112,7 @@ class Teacher(nn.Module):
 
     def forward(self, views: Tensor, want_tokens: bool = False) -> tuple[Tensor, Tensor | None]:
         """Args: views (N, 3, H, W) RGB in [0, 1]. Returns the relative disparity (N, H, W) float32 and, when
-        ``want_tokens``, the final encoder tokens (N, T, token_width) float32 (else None)."""
+        ``want_tokens``, the final encoder tokens (N, T, token_width) in the network's dtype (else None)."""
         raise NotImplementedError
 
     @classmethod
@@ -159,7 +159,7 @@ class TransformersDepthTeacher(Teacher):
                                  self._mean_std).to(dtype)
         prediction = self.model(pixel_values=pixels).predicted_depth
         tokens = self._token_tap.pop() if self._token_tap is not None else None  # popped: no activations kept
-        tokens = tokens.float() if want_tokens else None
+        tokens = tokens if want_tokens else None  # cast by the caller, after keeping the tokens it needs
         return resize_bilinear(to_disparity(prediction, self.family.predicts), (height, width)), tokens
 
     @classmethod

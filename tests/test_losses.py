@@ -19,7 +19,14 @@ from hf_distill.losses import (
     normalized_l1,
     shared_context_loss,
 )
+from hf_distill.losses import median_mad
 from hf_distill.losses.median_mad import TeacherValues
+
+
+@pytest.fixture(params=["cpu", "static"], autouse=True)
+def engine_shapes(request, monkeypatch):
+    """Every test runs on the CPU engine and on the accelerator path's fixed shapes (forced here on CPU)."""
+    monkeypatch.setattr(median_mad, "STATIC_SHAPES", request.param == "static")
 
 
 # ----------------------------------------------------------------------------------------------------------

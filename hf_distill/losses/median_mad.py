@@ -16,6 +16,11 @@ pixel's finest context. Student and teacher go through every step together, stac
 halve the number of tensor operations; only the student's values carry a gradient, and the loss has a
 hand-written backward. Gradients equal those of the direct computation (torch.median passes its
 gradient to the median pixel).
+
+On accelerators (:data:`STATIC_SHAPES`) nothing here makes the host wait, without a mask: every shape is fixed by
+the input's shape, loops have fixed trip counts and no Python branch reads a tensor. On CPU, where the host is the
+device and such reads wait for nothing, the engine drops the pixels a selection pass has ruled out (keeping the
+later passes small) and skips passes and key transforms the data does not need.
 """
 
 from __future__ import annotations
@@ -31,6 +36,31 @@ EPS = 1e-6
 _MAX_BUCKET_BITS = 12
 _HISTOGRAM_BUDGET_BITS = 22  # at most 2**22 (fine context, bucket) cells per histogram
 _REFINE_BITS = 8  # key bits resolved per radix-selection pass
+_REFINE_PASSES = 4  # int32 keys: a cell's key span < 2**32 shrinks below 2**24, 2**16, 2**8, then to one key
+
+_DUMP_CELLS = 256  # pairs outside the chosen cells are spread over this many dump cells (no single atomic hot spot)
+
+STATIC_SHAPES: bool | None = None
+"""Whether intermediate shapes are fixed by the input's shape (no host synchronisation): None = on accelerators."""
+
+
+def _static(device: torch.device) -> bool:
+    return device.type != "cpu" if STATIC_SHAPES is None else STATIC_SHAPES
+
+
+def _count(index: Tensor, size: int, weights: Tensor | None = None) -> Tensor:
+    """(N,) int indices in [0, size) -> (size,) int64 occurrences, or sums of the (N,) float ``weights``.
+
+    ``bincount`` (the fastest on CPU) reads its input's range back to the host on CUDA.
+    """
+    if not _static(index.device):
+        return torch.bincount(index, weights=weights, minlength=size)
+    if weights is not None:
+        return weights.new_zeros(size).index_add_(0, index, weights)
+    index = index.long()
+    return torch.zeros(size, dtype=torch.long, device=index.device).scatter_add_(
+        0, index, torch.ones(1, dtype=torch.long, device=index.device).expand_as(index)
+    )
 
 @dataclass(frozen=True)
 class _Valid:
@@ -126,14 +156,17 @@ def _keyed(x: Tensor, valid: _Valid, bits: int, base: Tensor) -> _Keyed:
     """Buckets of the valid values of (B, H, W) maps, offset by ``base`` (B,) per image."""
     batch = x.shape[0]
     keys = x.detach().reshape(batch, -1).contiguous().view(torch.int32)
+    static = _static(x.device)
+    if static:  # the order keys of non-negative floats are their raw bits: skip the pass where that is free to see
+        keys = _order_keys(keys.view(torch.float32))
     kmin, kmax = _key_range(keys, valid)
-    if bool((kmin < 0).any()):  # negative values: the raw bits of non-negative floats are already ordered
+    if not static and bool((kmin < 0).any()):
         keys = _order_keys(keys.view(torch.float32))
         kmin, kmax = _key_range(keys, valid)
     low, high = _key_values(kmin), _key_values(kmax)
     zone = _order_keys(torch.maximum(low.abs(), high.abs()) * 2.0**-24)
-    zone = torch.where(kmin < zone, zone, 0)[:, None]
-    if bool((zone > 0).any()):
+    zone = torch.where(kmin < zone, zone, 0)[:, None]  # 0: a no-op below
+    if static or bool((zone > 0).any()):
         keys = keys - keys.clamp(-zone, zone)
         kmin, kmax = kmin - kmin.clamp(-zone[:, 0], zone[:, 0]), kmax - kmax.clamp(-zone[:, 0], zone[:, 0])
     steps = torch.arange(33, device=x.device)
@@ -168,22 +201,21 @@ class TeacherValues:
         keyed, valid = self.keyed, self.valid
         batch, device = len(valid.count), valid.count.device
         nb = 1 << self.bits
+        if len(keyed.values) == 0:  # no valid pixel in the batch
+            return torch.zeros(batch, bins - 1, device=device)
         local = torch.arange(batch, device=device, dtype=torch.int32) * nb - keyed.base
         cell = valid.per_image_constant(local) + keyed.bucket
-        counts = torch.bincount(cell, minlength=batch * nb).reshape(batch, nb)
-        images = (valid.count > 0).nonzero().squeeze(1)
+        counts = _count(cell, batch * nb).reshape(batch, nb)
         # torch.quantile's rank q * (n - 1) is exact in float32 here since q = i / bins is dyadic.
-        scaled = torch.arange(1, bins, device=device)[None, :] * (valid.count[images, None] - 1)
+        scaled = torch.arange(1, bins, device=device)[None, :] * (valid.count[:, None] - 1).clamp(min=0)
         below = torch.div(scaled, bins, rounding_mode="floor")
         remainder = scaled - below * bins
         ranks = torch.cat([below, below + (remainder > 0).long()], 1)
-        q_group = images[:, None].expand_as(ranks).reshape(-1)
-        tree = _Tree.from_parents(torch.arange(batch, device=device)[:, None], batch)
-        selection = _select_ranks(keyed.values, cell, counts, tree, q_group, ranks.reshape(-1))
-        picked = keyed.values[selection.pixel].reshape(len(images), 2, bins - 1)
-        edges = torch.zeros(batch, bins - 1, device=device)
-        edges[images] = torch.lerp(picked[:, 0], picked[:, 1], remainder.float() / bins)
-        return edges
+        tree = _Tree(torch.arange(batch, device=device)[:, None], batch)
+        selection = _select_ranks(keyed.values, cell, counts, tree, ranks)
+        picked = keyed.values[selection.pixel.clamp(min=0)].reshape(batch, 2, bins - 1)
+        edges = torch.lerp(picked[:, 0], picked[:, 1], remainder.float() / bins)
+        return torch.where(valid.count[:, None] > 0, edges, 0.0)
 
 
 @dataclass(frozen=True)
@@ -220,21 +252,7 @@ class _Tree:
     """How fine contexts form the groups (the contexts at every level) of a batch."""
 
     parents: Tensor  # (F, L) the group of each fine context at each level
-    members: Tensor  # (F*L,) the fine contexts of every group, group after group
-    start: Tensor  # (G,) where each group's fine contexts begin in ``members``
-    size: Tensor  # (G,) how many fine contexts each group has
-
-    @staticmethod
-    def from_parents(parents: Tensor, groups: int) -> _Tree:
-        group_of = parents.t().reshape(-1)
-        order = torch.argsort(group_of, stable=True)
-        fine = torch.arange(parents.shape[0], device=parents.device).repeat(parents.shape[1])
-        size = torch.bincount(group_of, minlength=groups)
-        return _Tree(parents, fine[order], size.cumsum(0) - size, size)
-
-    @property
-    def groups(self) -> int:
-        return len(self.size)
+    groups: int  # G
 
     def to_groups(self, fine_table: Tensor) -> Tensor:
         """(F, ...) per-fine-context sums -> (G, ...) sums over the fine contexts of each group."""
@@ -243,17 +261,10 @@ class _Tree:
             table = table.index_add(0, self.parents[:, level], fine_table)
         return table
 
-    def members_of(self, groups: Tensor) -> tuple[Tensor, Tensor]:
-        """The fine contexts of each of the (U,) ``groups``, flattened, and which of the U each comes from."""
-        size = self.size[groups]
-        owner = torch.repeat_interleave(torch.arange(len(groups), device=groups.device), size)
-        rank = torch.arange(len(owner), device=groups.device) - (size.cumsum(0) - size)[owner]
-        return self.members[self.start[groups][owner] + rank], owner
-
     def repeat(self, copies: int) -> _Tree:
         """The tree of ``copies`` stacked batches (fine contexts and groups numbered copy by copy)."""
         parents = torch.cat([self.parents + i * self.groups for i in range(copies)])
-        return _Tree.from_parents(parents, copies * self.groups)
+        return _Tree(parents, copies * self.groups)
 
 
 def _context_tree(axes: int, fine_level: int, levels: list[int], batch: int, device: torch.device) -> _Tree:
@@ -275,80 +286,94 @@ def _context_tree(axes: int, fine_level: int, levels: list[int], batch: int, dev
         c_all += 1 << (axes * level)
     parents = torch.stack(columns, 1)  # (C_fine, L)
     images = torch.arange(batch, device=device)
-    return _Tree.from_parents((images[:, None, None] * c_all + parents).reshape(batch * len(fine), -1), batch * c_all)
+    return _Tree((images[:, None, None] * c_all + parents).reshape(batch * len(fine), -1), batch * c_all)
 
 
 @dataclass(frozen=True)
 class _Selection:
     pixel: Tensor  # (Q,) index of a pixel holding each queried rank (-1 for a query on an empty group)
     bucket: Tensor  # (Q,) its bucket
-    pair_group: Tensor  # (P,) group of every (pixel, group) pair in a queried (group, bucket)
+    pair_group: Tensor  # (P,) group of every (pixel, group) pair in a queried (group, bucket); >= G: no pair
     pair_pixel: Tensor  # (P,) int64
 
 
-def _number(cells: Tensor, size: int) -> tuple[Tensor, Tensor, Tensor]:
-    """Distinct ``cells`` (values < size), each query's position among them, and a (size,) id table (-1 = none)."""
-    distinct, position = torch.unique(cells, return_inverse=True)
-    table = torch.full((size,), -1, dtype=torch.long, device=cells.device)
-    table[distinct] = torch.arange(len(distinct), device=cells.device)
-    return distinct, position, table
+def _first_query(chosen: Tensor, size: int) -> Tensor:
+    """(size,) table: the smallest of the Q queries that chose each cell (``chosen``: (Q,) cells), Q where none did."""
+    queries = len(chosen)
+    table = torch.full((size,), queries, dtype=torch.long, device=chosen.device)
+    return table.scatter_reduce_(0, chosen, torch.arange(queries, device=chosen.device), "amin")
 
 
-def _select_ranks(
-    values: Tensor, cell: Tensor, counts: Tensor, tree: _Tree, q_group: Tensor | None, q_rank: Tensor
-) -> _Selection:
-    """Exact order statistics: a pixel holding 0-based ascending rank ``q_rank[i]`` of group ``q_group[i]``.
+def _select_ranks(values: Tensor, cell: Tensor, counts: Tensor, tree: _Tree, ranks: Tensor) -> _Selection:
+    """Exact order statistics: a pixel holding the 0-based ascending rank ``ranks[g, j]`` of every group g.
 
     values: (M,) pixel values; cell: (M,) int32 fine context * nb + bucket, buckets non-decreasing in the
-    value; counts: (G, nb) int64 pixels per (group, bucket); q_group None means one query per group (a
-    query on an empty group returns pixel -1).
+    value; counts: (G, nb) int64 pixels per (group, bucket); ranks: (G, k). Queries are numbered group by group
+    (Q = G * k); a query on an empty group returns pixel -1.
     """
     groups, nb = counts.shape
     bits = nb.bit_length() - 1
-    fine_count = tree.parents.shape[0]
+    static = _static(values.device)
+    device = values.device
+    queries = ranks.numel()
     cum = counts.cumsum(1)
-    rows = cum if q_group is None else cum[q_group]
-    q_bucket = torch.searchsorted(rows, q_rank[:, None], right=True)[:, 0].clamp_(max=nb - 1)
-    q_flat = (torch.arange(groups, device=cum.device) if q_group is None else q_group) * nb + q_bucket
-    q_rank = q_rank - (cum.reshape(-1)[q_flat] - counts.reshape(-1)[q_flat])
-    chosen, q_cell, cell_id = _number(q_flat, groups * nb)
+    q_bucket = torch.searchsorted(cum, ranks, right=True).clamp_(max=nb - 1)  # (G, k)
+    q_flat = (torch.arange(groups, device=device)[:, None] * nb + q_bucket).reshape(-1)
+    q_bucket = q_bucket.reshape(-1)
+    q_rank = ranks.reshape(-1) - (cum.reshape(-1)[q_flat] - counts.reshape(-1)[q_flat])
+    cell_id = _first_query(q_flat, groups * nb)  # (group, bucket) -> chosen cell id (a query), Q: not chosen
+    q_cell = cell_id[q_flat]
 
     # Pixels in a chosen (group, bucket): mark the (fine context, bucket) cells below it, then pair up.
-    under, owner = tree.members_of(chosen >> bits)
-    marked = torch.zeros(fine_count * nb, dtype=torch.bool, device=cum.device)
-    marked[under * nb + (chosen & (nb - 1))[owner]] = True
-    candidate = marked.index_select(0, cell).nonzero().squeeze(1)
-    cand_cell = cell.index_select(0, candidate).long()
-    cand_groups = tree.parents[cand_cell >> bits]
-    cand_ids = cell_id[cand_groups * nb + (cand_cell & (nb - 1))[:, None]]
-    pair_cand, pair_level = (cand_ids >= 0).nonzero(as_tuple=True)
+    fine_count, levels = tree.parents.shape
+    if static:  # every pixel and level: a pair outside the chosen cells goes to the dump cell Q
+        candidate = torch.arange(len(cell), device=device)
+        cand_cell = cell.long()
+    else:
+        marked = torch.zeros(fine_count, nb, dtype=torch.bool, device=device)
+        chosen_buckets = q_bucket.view(groups, -1)
+        for level in range(levels):
+            marked.scatter_(1, chosen_buckets[tree.parents[:, level]], True)
+        candidate = marked.view(-1).index_select(0, cell).nonzero().squeeze(1)
+        cand_cell = cell.index_select(0, candidate).long()
+    cand_groups = tree.parents[cand_cell >> bits]  # (C, L)
+    cand_ids = cell_id[cand_groups * nb + (cand_cell & (nb - 1))[:, None]]  # (C, L)
+    if static:
+        pair_cand = torch.arange(len(candidate), device=device)[:, None].expand(-1, levels).reshape(-1)
+        spread = torch.arange(len(pair_cand), device=device) & (_DUMP_CELLS - 1)
+        ids, pair_group = cand_ids.reshape(-1), cand_groups.reshape(-1)
+        pair_group = torch.where(ids < queries, pair_group, groups + spread)
+        ids = torch.where(ids < queries, ids, queries + spread)
+    else:
+        pair_cand, pair_level = (cand_ids < queries).nonzero(as_tuple=True)
+        ids, pair_group = cand_ids[pair_cand, pair_level], cand_groups[pair_cand, pair_level]
     pair_pixel = candidate[pair_cand]
-    pair_group = cand_groups[pair_cand, pair_level]
 
     # Radix selection: split each chosen cell's key range into 2**_REFINE_BITS parts until one key is left.
-    ids = cand_ids[pair_cand, pair_level]
     keys = _order_keys(values.detach()[pair_pixel]).long()
-    pixels, cells = pair_pixel, len(chosen)
-    steps = torch.arange(34, device=cum.device)
-    while True:
+    pixels, cells = pair_pixel, queries + (_DUMP_CELLS if static else 1)  # cell ids: queries, then dump cells
+    steps = torch.arange(34, device=device)
+    for _ in range(_REFINE_PASSES):
         low = keys.new_zeros(cells).scatter_reduce(0, ids, keys, "amin", include_self=False)
         span = keys.new_zeros(cells).scatter_reduce(0, ids, keys, "amax", include_self=False) - low
-        if not bool((span > 0).any()):
+        if not static and not bool((span > 0).any()):  # every chosen cell holds one key
             break
         shift = ((span[:, None] >> steps) >= (1 << _REFINE_BITS)).sum(1)
         sub = (ids << _REFINE_BITS) + ((keys - low[ids]) >> shift[ids])
-        sub_counts = torch.bincount(sub, minlength=cells << _REFINE_BITS).reshape(cells, -1)
+        sub_counts = _count(sub, cells << _REFINE_BITS).reshape(cells, -1)
         sub_cum = sub_counts.cumsum(1)
         digit = torch.searchsorted(sub_cum[q_cell], q_rank[:, None], right=True)[:, 0]
         digit.clamp_(max=(1 << _REFINE_BITS) - 1)
         q_flat = (q_cell << _REFINE_BITS) + digit
         q_rank = q_rank - (sub_cum.reshape(-1)[q_flat] - sub_counts.reshape(-1)[q_flat])
-        chosen_sub, q_cell, sub_id = _number(q_flat, cells << _REFINE_BITS)
-        ids = sub_id[sub]
-        keep = ids >= 0
-        ids, keys, pixels = ids[keep], keys[keep], pixels[keep]
-        cells = len(chosen_sub)
-    first = torch.full((cells,), -1, dtype=torch.long, device=cum.device)
+        sub_id = _first_query(q_flat, cells << _REFINE_BITS)
+        q_cell, ids = sub_id[q_flat], sub_id[sub]
+        if static:
+            ids = torch.where(ids < queries, ids, queries + spread)
+        else:
+            keep = (ids < queries).nonzero().squeeze(1)
+            ids, keys, pixels = ids[keep], keys[keep], pixels[keep]
+    first = torch.full((cells,), -1, dtype=torch.long, device=device)
     first = first.scatter_reduce(0, ids, pixels, "amin", include_self=False)
     return _Selection(first[q_cell], q_bucket, pair_group, pair_pixel)
 
@@ -406,7 +431,7 @@ class _Contexts:
             per_fine = values.sum(1)
             parents = parents[:: len(parents) // len(per_fine)]
         else:
-            per_fine = torch.bincount(self.fine, weights=values.reshape(-1), minlength=len(parents))
+            per_fine = _count(self.fine, len(parents), values.reshape(-1))
         return per_fine.new_zeros(self.tree.groups).index_add(0, parents, per_fine)
 
 
@@ -447,11 +472,11 @@ def _median_mad(
         return values.new_zeros(tree.groups), values.new_zeros(tree.groups)
     fine_count = tree.parents.shape[0]
     cell = contexts.cells(bucket)
-    counts = tree.to_groups(torch.bincount(cell, minlength=fine_count * nb).reshape(-1, nb))
+    counts = tree.to_groups(_count(cell, fine_count * nb).reshape(-1, nb))
     sums = tree.to_groups(_CellSums.apply(student_values, values, cell, fine_count * nb).reshape(-1, nb))
     count = counts.sum(1)
     rank = torch.div(count - 1, 2, rounding_mode="floor").clamp_(min=0)
-    selection = _select_ranks(values, cell, counts, tree, None, rank)
+    selection = _select_ranks(values, cell, counts, tree, rank[:, None])
     median = torch.where(count > 0, _pick(student_values, values, selection.pixel.clamp(min=0)), 0.0)
     median64 = median.double()
 
@@ -463,8 +488,9 @@ def _median_mad(
     sum_below = sum_through - sums.gather(1, at)[:, 0]
     above = (cum_sums[:, -1] - sum_through) - median64 * (count - count_through)
     below = median64 * count_below - sum_below
+    median64 = torch.cat([median64, median64.new_zeros(_DUMP_CELLS)])  # the dump groups of the static pairs
     inside = _pick(student_values, values, selection.pair_pixel).double() - median64[selection.pair_group]
-    inside = median64.new_zeros(tree.groups).index_add(0, selection.pair_group, inside.abs())
+    inside = median64.new_zeros(len(median64)).index_add(0, selection.pair_group, inside.abs())[: tree.groups]
     mad = (above + below + inside) / count.clamp(min=1)
     return median, mad.float()
 
@@ -548,8 +574,8 @@ class _PairedL1(torch.autograd.Function):
     """Per-image sums over levels and valid pixels of ``|N(student) - N(teacher)|``.
 
     Inputs: the student's half of the stacked values and the per-group median and scale tables. The
-    hand-written backward touches the student's pixels only and sums per-context terms with bincount
-    (autograd would also differentiate the teacher's half and scatter-add into tiny tables).
+    hand-written backward touches the student's pixels only and sums per-context terms with one bincount (CPU) or
+    index_add (autograd would also differentiate the teacher's half and scatter-add into tiny tables).
     """
 
     @staticmethod

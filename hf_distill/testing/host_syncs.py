@@ -12,7 +12,10 @@ wait for. Counted (by the name in :data:`SYNC_CALLS`):
   ``unique``, ``unique_consecutive``, ``masked_select``, boolean-mask indexing ``t[mask]`` (``getitem[mask]``) and
   assignment ``t[mask] = v`` (``setitem[mask]``), ``repeat_interleave`` with tensor repeats and no
   ``output_size``;
-- kernels that read their input range back to the host on CUDA: ``bincount``, ``histc``.
+- kernels that read their input range back to the host on CUDA: ``bincount``, ``histc``;
+- blocking copies from the host to an accelerator (``to(device)`` of a CPU tensor without ``non_blocking``,
+  ``torch.tensor(..., device=...)``): CUDA waits for the stream before copying from pageable memory. On a CPU-only
+  run the target is the host, so these are only counted where an accelerator is used.
 
 A call made inside another counted call (``Tensor.unique`` calling ``torch.unique``) counts once.
 
@@ -50,7 +53,8 @@ _ALWAYS_FUNCTIONS = (
     "is_nonzero",
 )
 SYNC_CALLS = tuple(sorted(set(_ALWAYS_METHODS + _ALWAYS_FUNCTIONS) | {
-    "to('cpu')", "where(condition)", "repeat_interleave", "getitem[mask]", "setitem[mask]"}))
+    "to('cpu')", "to(device)", "tensor(device)", "where(condition)", "repeat_interleave", "getitem[mask]",
+    "setitem[mask]"}))
 
 
 def _is_mask(index: Any) -> bool:
@@ -71,10 +75,30 @@ def _repeats_are_tensor(args: tuple, kwargs: dict, first: int) -> bool:
     return isinstance(repeats, torch.Tensor) and output_size is None
 
 
-def _to_cpu(args: tuple, kwargs: dict) -> bool:
-    """``Tensor.to`` with the host named as a string (``'cpu'``): an explicit copy back to the host."""
-    target = args[0] if args else kwargs.get("device")
-    return isinstance(target, str) and target.split(":")[0] == "cpu"
+def _device_of(target: Any) -> torch.device | None:
+    if isinstance(target, torch.device):
+        return target
+    if isinstance(target, str):
+        return torch.device(target)
+    return None
+
+
+def _classify_to(args: tuple, kwargs: dict) -> str | None:
+    """``Tensor.to``: an explicit copy back to the host (the host named as a string, ``'cpu'``), or a blocking copy
+    of a host tensor to an accelerator."""
+    tensor, target = args[0], args[1] if len(args) > 1 else kwargs.get("device")
+    if isinstance(target, str) and target.split(":")[0] == "cpu":
+        return "to('cpu')"
+    device = _device_of(target)
+    non_blocking = kwargs.get("non_blocking", len(args) > 3 and args[3])
+    if device is not None and device.type != "cpu" and tensor.device.type == "cpu" and not non_blocking:
+        return "to(device)"
+    return None
+
+
+def _classify_tensor(args: tuple, kwargs: dict) -> str | None:
+    device = _device_of(kwargs.get("device"))
+    return "tensor(device)" if device is not None and device.type != "cpu" else None
 
 
 @dataclass
@@ -96,14 +120,17 @@ class HostSyncCounter:
     def _enabled(self) -> bool:
         return getattr(self._state, "enabled", 0) > 0
 
-    def _wrap(self, name: str, original: Callable, condition: Callable[[tuple, dict], bool] | None) -> Callable:
+    def _wrap(self, name: str | None, original: Callable, condition: Callable[[tuple, dict], Any] | None) -> Callable:
+        """``condition``: whether a call synchronises; with ``name`` None, the name it is counted under (None: not)."""
         state = self._state
 
         @functools.wraps(original)
         def wrapper(*args, **kwargs):
             depth = getattr(state, "depth", 0)
-            if depth == 0 and self._enabled() and (condition is None or condition(args, kwargs)):
-                self.counts[name] += 1
+            if depth == 0 and self._enabled():
+                verdict = True if condition is None else condition(args, kwargs)
+                if verdict:
+                    self.counts[name or verdict] += 1
             state.depth = depth + 1
             try:
                 return original(*args, **kwargs)
@@ -113,10 +140,12 @@ class HostSyncCounter:
         return wrapper
 
 
-def _method_conditions() -> dict[str, tuple[str, Callable[[tuple, dict], bool]]]:
-    """Tensor methods counted only on some arguments (``self`` is args[0]): method -> (counted name, condition)."""
+def _method_conditions() -> dict[str, tuple[str | None, Callable[[tuple, dict], Any]]]:
+    """Tensor methods counted only on some arguments (``self`` is args[0]): method -> (counted name, condition), or
+    (None, a function giving the name or None)."""
     return {
-        "to": ("to('cpu')", lambda args, kwargs: _to_cpu(args[1:], kwargs)),
+        "cuda": ("to(device)", lambda args, kwargs: args[0].device.type == "cpu" and not kwargs.get("non_blocking")),
+        "to": (None, _classify_to),
         "repeat_interleave": ("repeat_interleave", lambda args, kwargs: _repeats_are_tensor(args, kwargs, 1)),
         "__getitem__": ("getitem[mask]", lambda args, kwargs: _is_mask(args[1])),
         "__setitem__": ("setitem[mask]", lambda args, kwargs: _is_mask(args[1])),
@@ -125,9 +154,10 @@ def _method_conditions() -> dict[str, tuple[str, Callable[[tuple, dict], bool]]]
     }
 
 
-def _function_conditions() -> dict[str, tuple[str, Callable[[tuple, dict], bool]]]:
+def _function_conditions() -> dict[str, tuple[str | None, Callable[[tuple, dict], Any]]]:
     return {
         "where": ("where(condition)", lambda args, kwargs: len(args) + len(kwargs) == 1),
+        "tensor": (None, _classify_tensor),
         "repeat_interleave": ("repeat_interleave", lambda args, kwargs: _repeats_are_tensor(args, kwargs, 1)),
     }
 

@@ -163,7 +163,7 @@ class DistillationTrainer(Trainer):
         patches = local_views.flatten(0, 1) if num_patches else None
         batched = patches is not None and patches.shape[-1] == global_view.shape[-1]
         depth, tokens = teacher(torch.cat([global_view, patches]) if batched else global_view, want_tokens=want_tokens)
-        tokens = tokens[:batch] if want_tokens else None
+        tokens = tokens[:batch].float() if want_tokens else None  # cast the global view's tokens only
         teacher_global = depth[:batch]
         if patches is None:
             teacher_patches = None
@@ -220,22 +220,58 @@ class DistillationTrainer(Trainer):
         touch = sum(p.sum() for p in model.parameters() if p.requires_grad)
         return touch * 0.0 + total.detach()
 
+    def _prepare_input(self, data):
+        """As the Trainer's, with host-to-device copies that do not make the host wait: the loader's batches are in
+        pinned memory (``dataloader_pin_memory``), so the host queues the copy and goes on."""
+        if isinstance(data, torch.Tensor) and data.device.type == "cpu" and self.args.device.type != "cpu":
+            kwargs = {"device": self.args.device, "non_blocking": True}
+            if self.is_deepspeed_enabled and (torch.is_floating_point(data) or torch.is_complex(data)):
+                kwargs["dtype"] = self.accelerator.state.deepspeed_plugin.hf_ds_config.dtype()
+            return data.to(**kwargs)
+        return super()._prepare_input(data)
+
     def _record_consumed_data(self, inputs: dict) -> None:
         """Count the broken samples the batch skipped (also on a skipped step). Streamed batches carry each sample's
         raw position in its worker's stream: the checkpoint keeps where every worker's next unseen example is, so a
-        resume continues there without re-reading the stream."""
+        resume continues there without re-reading the stream. The positions stay on the device until a checkpoint
+        reads them (:attr:`_stream_positions`): no host read per micro-batch."""
         if "skipped" in inputs:
-            self._metrics["skipped"] = self._metrics["skipped"].to(inputs["skipped"].device) + inputs["skipped"].sum()
+            self._add_metric("skipped", inputs["skipped"].sum())
         if "stream_position" not in inputs:
             return
         if self.train_dataset.epoch != self._stream_epoch:  # a new pass over the stream starts from its beginning
             self._stream_epoch, self._stream_positions = self.train_dataset.epoch, {}
-        for worker, position in zip(inputs["stream_worker"].tolist(), inputs["stream_position"].tolist()):
-            self._stream_positions[worker] = max(self._stream_positions.get(worker, 0), position + 1)
+        position = inputs["stream_position"]
+        reached = self.__dict__.get("_stream_reached")  # (workers,) next raw example per worker, on the device
+        if reached is None:
+            reached = position.new_zeros(max(1, self.args.dataloader_num_workers))
+        self._stream_reached = reached.scatter_reduce(0, inputs["stream_worker"], position + 1, "amax")
+
+    @property
+    def _stream_positions(self) -> dict[int, int]:
+        """Streamed data: DataLoader worker -> next raw example (reads the positions kept on the device once)."""
+        positions = self.__dict__.setdefault("_stream_positions_read", {})
+        reached = self.__dict__.pop("_stream_reached", None)
+        if reached is not None:
+            for worker, position in enumerate(reached.tolist()):
+                if position > 0:
+                    positions[worker] = max(positions.get(worker, 0), position)
+        return positions
+
+    @_stream_positions.setter
+    def _stream_positions(self, positions: dict[int, int]) -> None:
+        self.__dict__.pop("_stream_reached", None)
+        self.__dict__["_stream_positions_read"] = positions
+
+    def _add_metric(self, name: str, value: torch.Tensor) -> None:
+        """Accumulate a per-step statistic on the device of ``value`` (float64, read at logging steps); a window's
+        first value starts the sum there instead of copying a host zero to the device."""
+        total = self._metrics.get(name)
+        self._metrics[name] = value.double() if total is None else total.to(value.device) + value.double()
 
     def _record_step(self, terms: dict[str, torch.Tensor], teacher_index: int, inputs: dict) -> None:
         for name, value in terms.items():
-            self._metrics[f"loss_{name}"] = self._metrics[f"loss_{name}"].to(value.device) + value.double()
+            self._add_metric(f"loss_{name}", value)
             self._metric_counts[f"loss_{name}"] += 1
         if self.args.lambda_feat > 0:  # logged as the fraction of steps whose teacher had no tokens
             self._metrics["feat_skipped"] += float(not self._teacher_has_tokens[teacher_index])
