@@ -183,9 +183,10 @@ def test_anchor_leaves_the_scale_invariant_terms_unchanged():
     weights = dict(lambda_sc=1.0, lambda_lg=0.5, lambda_feat=0.0, lambda_grad=2.0, lambda_hdn=0.8)
     plain, anchored = DistillationLoss(**weights), DistillationLoss(**weights, lambda_anchor=0.1)
 
-    _, without = plain(student, teacher, patches, boxes)
-    _, terms = anchored(student, teacher, patches, boxes)
+    plain_total, without = plain(student, teacher, patches, boxes)
+    total, terms = anchored(student, teacher, patches, boxes)
     assert set(terms) == set(without) | {"anchor"}
+    torch.testing.assert_close(total, plain_total + 0.1 * terms["anchor"])
     for name in without:
         assert torch.equal(terms[name], without[name]), name  # same maps, same values
 
@@ -213,13 +214,13 @@ def test_anchor_leaves_the_scale_invariant_terms_unchanged():
 
 @pytest.mark.slow
 def test_demo_learns_under_bf16_as_in_float32(tmp_path, heldout_pixels):
-    """A shortened demo (60 steps) under bf16 autocast learns about as well as in float32, and the bf16 student's
-    raw output stays conditioned (the old flat start made it worse than untrained: abs_rel 0.2967 -> 0.5041)."""
-    common = ["--max_steps", "60", "--num_generated_scenes", "64", "--save_steps", "60", "--visualize_steps", "0"]
-    full = run_demo([*common, "--output_dir", str(tmp_path / "float32")], num_eval_scenes=8)
-    half = run_demo([*common, "--output_dir", str(tmp_path / "bf16"), "--bf16"], num_eval_scenes=8)
+    """The demo recipe shortened to 100 steps (``benchmarks/bench_bf16.py --max_steps 100``, one thread: the same
+    figures) under bf16 autocast learns about as well as in float32, and the bf16 student's raw output stays
+    conditioned (the old flat start made it worse than untrained: abs_rel 0.2967 -> 0.5041 in 400 steps)."""
+    full = run_demo(["--max_steps", "100", "--output_dir", str(tmp_path / "float32")])
+    half = run_demo(["--max_steps", "100", "--output_dir", str(tmp_path / "bf16"), "--bf16"])
     before = half["student_before"]["abs_rel"]
-    assert half["student_after"]["abs_rel"] <= 0.85 * before, half
+    assert half["student_after"]["abs_rel"] <= 0.9 * before, half
     assert half["student_after"]["abs_rel"] <= 1.15 * full["student_after"]["abs_rel"], (half, full)
     student = DepthAnythingForDepthEstimation.from_pretrained(tmp_path / "bf16").eval()
     with torch.no_grad():
