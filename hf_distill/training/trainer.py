@@ -211,17 +211,16 @@ class DistillationTrainer(Trainer):
     def _warn_if_flat(self, teacher_index: int, teacher_global: torch.Tensor, student_global: torch.Tensor) -> None:
         """On each teacher's first batch and the student's, warn (main process) when the raw maps are too flat for the
         dtype they run in (``hf_distill.teachers.flatness_problem``): once each, so no later step pays a sync."""
-        if not self.is_world_process_zero():
+        pending = [key for key in (teacher_index, "student") if key not in self._flatness_checked]
+        if not pending or not self.is_world_process_zero():
             return
-        student = self.accelerator.unwrap_model(self.model).student
-        checks = {teacher_index: (f"Teacher {self.teacher_names[teacher_index]}", teacher_global,
-                                  self.teachers[teacher_index]),
-                  "student": ("The student", student_global, student)}
-        for key, (label, maps, module) in checks.items():
-            if key in self._flatness_checked:
-                continue
+        mixed = torch.bfloat16 if self.args.bf16 else torch.float16 if self.args.fp16 else None
+        for key in pending:
             self._flatness_checked.add(key)
-            mixed = torch.bfloat16 if self.args.bf16 else torch.float16 if self.args.fp16 else None
+            if key == "student":
+                label, maps, module = "The student", student_global, self.accelerator.unwrap_model(self.model).student
+            else:
+                label, maps, module = f"Teacher {self.teacher_names[key]}", teacher_global, self.teachers[key]
             problem = flatness_problem(maps, mixed or next(module.parameters()).dtype)
             if problem is not None:
                 logger.warning("%s: %s", label, problem)
