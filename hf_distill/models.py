@@ -285,7 +285,7 @@ def model_from_state_dict(
 # calibration scenes: median FRESH_HEAD_LEVEL, mean absolute deviation FRESH_HEAD_SPREAD x that median. The head ends
 # in a ReLU and the distillation losses are scale- and shift-invariant, so nothing else fixes this gauge: a level
 # well above the spread keeps every pixel in the ReLU's live range, and a spread far above the float precision keeps
-# the depth signal representable in bfloat16 (relative precision 2^-8; the output of transformers' own init
+# the depth signal representable in bfloat16 (eps 2^-7; the output of transformers' own init
 # varies by about 1e-7 of its level and would be one constant per map).
 FRESH_HEAD_LEVEL = 1.0
 FRESH_HEAD_SPREAD = 0.2

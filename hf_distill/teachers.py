@@ -11,6 +11,7 @@ feature term say so with ``token_width``; the trainer skips the feature term on 
     disparity, tokens = teacher(views, want_tokens=teacher.token_width is not None)
 
 A new family is one ``Teacher`` subclass (or a row reusing one) and one ``TEACHER_FAMILIES`` entry.
+``flatness_problem(depth, dtype)`` says when a model's raw maps are too flat to survive the dtype it runs in.
 """
 
 from __future__ import annotations

@@ -78,7 +78,8 @@ def train(args: argparse.Namespace) -> DepthAnythingForDepthEstimation:
     generator = torch.Generator().manual_seed(args.seed)
     model = DepthAnythingForDepthEstimation(demo_teacher_config())
     # The head ends in a ReLU and the loss is scale-invariant: starting from positive outputs keeps every pixel
-    # in the ReLU's live range instead of letting early updates push whole maps to a dead zero.
+    # in the ReLU's live range instead of letting early updates push whole maps to a dead zero. (Kept as the shipped
+    # weights were trained; condition_output then gives the flat output its level and spread.)
     torch.nn.init.constant_(model.head.conv3.bias, 1.0)
     processor = default_image_processor()
     mean = torch.tensor(processor.image_mean).view(1, 3, 1, 1)
