@@ -11,6 +11,7 @@ feature term say so with ``token_width``; the trainer skips the feature term on 
     disparity, tokens = teacher(views, want_tokens=teacher.token_width is not None)
 
 A new family is one ``Teacher`` subclass (or a row reusing one) and one ``TEACHER_FAMILIES`` entry.
+``flatness_problem(depth, dtype)`` says when a model's raw maps are too flat to survive the dtype it runs in.
 """
 
 from __future__ import annotations
@@ -80,6 +81,46 @@ def to_disparity(prediction: Tensor, space: OutputSpace) -> Tensor:
         valid = torch.isfinite(prediction) & (prediction > 0)
         return torch.where(valid, 1.0 / torch.where(valid, prediction, 1.0), 0.0)
     raise ValueError(f"a teacher predicting {space.value} cannot be used: {REFUSAL_REASON}")
+
+
+# A depth map's mean absolute deviation (MAD) must span at least this many units of the running dtype's relative
+# precision at its median level: below it, rounding noise is a sizeable part of the signal (about 7% of the MAD at
+# the limit) and below one unit every map is one constant. bfloat16 (eps 2^-7): MAD/median >= 0.031.
+MIN_SPREAD_EPS = 4
+
+
+def flatness_problem(depth: Tensor, dtype: torch.dtype) -> str | None:
+    """Why raw depth maps are too flat to be represented in ``dtype``, or None when they are not.
+
+    Args:
+        depth: (N, H, W) or (H, W) raw model outputs (a teacher's disparity or a student's prediction), any float
+            dtype; a first batch is enough.
+        dtype: the floating dtype the model will run in (``torch.bfloat16`` under ``--bf16`` autocast or
+            ``--teacher_dtype bfloat16``, ``torch.float16``, ``torch.float32``).
+    Returns:
+        A one-line explanation when the median over maps of MAD / |median| is below ``MIN_SPREAD_EPS`` units of
+        ``torch.finfo(dtype).eps`` (a constant map counts as 0), else None. One pass over the maps on their device;
+        call it once (first batch or load), not every step.
+    """
+    if depth.dim() == 2:
+        depth = depth[None]
+    if depth.dim() != 3 or depth.numel() == 0:
+        raise ValueError(f"depth must be (N, H, W) or (H, W) with pixels, got {tuple(depth.shape)}")
+    maps = depth.detach().double().flatten(1)
+    median = maps.median(dim=1).values
+    deviation = (maps - median[:, None]).abs().mean(dim=1)
+    ratio = torch.where(deviation > 0, deviation / median.abs(), torch.zeros_like(deviation))
+    spread = float(ratio.median())
+    eps = torch.finfo(dtype).eps
+    if spread >= MIN_SPREAD_EPS * eps:
+        return None
+    dtype_name = str(dtype).removeprefix("torch.")
+    return (
+        f"raw output too flat for {dtype_name}: its mean absolute deviation is {spread:.2g} of its median level "
+        f"(median over {maps.shape[0]} maps), {spread / eps:.2g} units of {dtype_name}'s precision {eps:.2g} "
+        f"(needs {MIN_SPREAD_EPS}); in {dtype_name} its maps are nearly one constant. Re-condition its head "
+        f"(hf_distill.models.reaffine_head) or run it in float32."
+    )
 
 
 def resize_bilinear(images: Tensor, size: tuple[int, int]) -> Tensor:

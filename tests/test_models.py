@@ -9,13 +9,16 @@ from PIL import Image
 from transformers import DepthAnythingForDepthEstimation
 
 from hf_distill.models import (
-    FRESH_HEAD_BIAS,
+    FRESH_HEAD_LEVEL,
+    FRESH_HEAD_SPREAD,
     MODEL_ALIASES,
     EncoderTokenTap,
     ModelNotFoundError,
     build_depth_model,
     default_image_processor,
     depth_config,
+    head_calibration_pixels,
+    head_pre_activation,
     image_mean_std,
     load_depth_model,
     load_weights_file,
@@ -141,15 +144,18 @@ def test_init_modes_from_a_local_folder(saved_tiny):
     for part in (backbone_only.neck, backbone_only.head):
         for name, parameter in part.named_parameters():
             assert not torch.any(parameter == 0.5), name
-            if name == "conv3.bias":  # the output starts positive so the final ReLU is live
-                assert torch.equal(parameter, torch.full_like(parameter, FRESH_HEAD_BIAS)), name
-            elif name.endswith("bias"):
+            if name.endswith("bias") and name != "conv3.bias":  # conv3.bias sets the output level
                 assert torch.equal(parameter, torch.zeros_like(parameter)), name
-    # transformers' _init_weights draws conv weights from N(0, initializer_range=0.02)
-    assert backbone_only.neck.convs[3].weight.std().item() == pytest.approx(0.02, rel=0.1)
+    # He (Kaiming) normal for ReLU decoders: std sqrt(2 / fan_in); neck.convs[3] is 3x3 over 32 channels.
+    assert backbone_only.neck.convs[3].weight.std().item() == pytest.approx((2 / (9 * 32)) ** 0.5, rel=0.1)
+    # The output is calibrated to its level and spread on the generated calibration scenes.
+    z = head_pre_activation(backbone_only, head_calibration_pixels()).flatten()
+    assert z.median().item() == pytest.approx(FRESH_HEAD_LEVEL, rel=1e-5)
+    assert (z - z.median()).abs().mean().item() == pytest.approx(FRESH_HEAD_LEVEL * FRESH_HEAD_SPREAD, rel=1e-5)
 
     random = load_depth_model(str(folder), init="random")
-    assert torch.equal(random.head.conv3.bias, torch.full_like(random.head.conv3.bias, FRESH_HEAD_BIAS))
+    z = head_pre_activation(random, head_calibration_pixels()).flatten()
+    assert z.median().item() == pytest.approx(FRESH_HEAD_LEVEL, rel=1e-5)
     assert random.config.backbone_config.out_indices == [1, 2, 3, 4]
     assert not torch.equal(random.backbone.embeddings.patch_embeddings.projection.weight,
                            saved.backbone.embeddings.patch_embeddings.projection.weight)

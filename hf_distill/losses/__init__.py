@@ -12,6 +12,7 @@ from hf_distill.losses.distill import (
     feature_alignment_loss,
     gradient_matching_loss,
     local_global_loss,
+    output_anchor_loss,
     shared_context_loss,
 )
 from hf_distill.losses.config import DistillationLossConfig
@@ -33,5 +34,6 @@ __all__ = [
     "local_global_loss",
     "normalize_global",
     "normalized_l1",
+    "output_anchor_loss",
     "shared_context_loss",
 ]

@@ -42,6 +42,15 @@ class DistillationLossConfig:
     lambda_hdn: float = field(
         default=0.0, metadata={"help": "Weight of the extra HDN-normalised shared-context term (NYU recipe: 0.8)."}
     )
+    lambda_anchor: float = field(
+        default=0.0,
+        metadata={"help": "Weight of the output anchor: (log mean)^2 + (log(std / 0.25))^2 of the student's raw maps "
+                  "(hf_distill.losses.output_anchor_loss). The other terms are blind to the raw output's level and "
+                  "spread; the anchor holds them near 1 and 0.25 so that every pixel stays above the head's final "
+                  "ReLU and the depth signal stays representable in bf16. Its gradient moves only level and spread, "
+                  "which the other terms cannot see. Use it for students started with --student_init random or "
+                  "backbone (demo recipe: 0.1); 0 (the paper's objective) suits pretrained students."},
+    )
     hdn_loss_variant: str = field(
         default="dr", metadata={"help": "HDN context family of the lambda_hdn term.", "choices": HDN_VARIANTS}
     )
@@ -57,7 +66,7 @@ class DistillationLossConfig:
         for flag, levels in (("--hdn_levels", self.hdn_levels), ("--hdn_loss_levels", self.hdn_loss_levels)):
             if isinstance(levels, bool) or not isinstance(levels, int) or not 1 <= levels <= MAX_HDN_LEVELS:
                 raise ValueError(f"{flag} must be an integer in [1, {MAX_HDN_LEVELS}], got {levels!r}.")
-        for name in ("lambda_sc", "lambda_lg", "lambda_feat", "lambda_grad", "lambda_hdn"):
+        for name in ("lambda_sc", "lambda_lg", "lambda_feat", "lambda_grad", "lambda_hdn", "lambda_anchor"):
             value = getattr(self, name)
             if not math.isfinite(value) or value < 0:
                 raise ValueError(f"--{name} must be a finite non-negative weight, got {value}.")

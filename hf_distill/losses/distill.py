@@ -168,13 +168,43 @@ def gradient_matching_loss(student: Tensor, teacher: Tensor, mask: Tensor | None
         return total
 
 
+# Targets of the output anchor: the raw maps' mean and standard deviation (about a median/MAD of 1 and 0.2, what a
+# fresh head starts with: hf_distill.models.FRESH_HEAD_LEVEL and FRESH_HEAD_SPREAD, for bell-shaped maps).
+ANCHOR_LEVEL = 1.0
+ANCHOR_SPREAD = 0.25
+
+
+def output_anchor_loss(student: Tensor, mask: Tensor | None = None) -> Tensor:
+    """``L_anchor``: mean over maps of ``log(mean / ANCHOR_LEVEL)^2 + log(std / (ANCHOR_SPREAD * ANCHOR_LEVEL))^2``.
+
+    student: (B, H, W) raw predictions; mask: (B, H, W) bool or None (mean and population std over the valid
+    pixels of each map). Any function of a map's mean and std has a gradient (in the map's pixels) in the span of
+    the constant map and the map itself, the directions of a shift and a scaling; scale- and shift-invariant terms
+    have gradients orthogonal to both. So the anchor fixes the output's level and spread without pulling against the
+    median/MAD-normalised terms (whose value it leaves unchanged: they are computed on the same maps).
+    """
+    if student.dim() != 3:
+        raise ValueError(f"student must be (B, H, W), got {tuple(student.shape)}")
+    with fp32(student.device):
+        maps = student.float().flatten(1)
+        weights = torch.ones_like(maps) if mask is None else mask.to(maps.device).flatten(1).float()
+        counts = weights.sum(1).clamp(min=1)
+        mean = (maps * weights).sum(1) / counts
+        variance = (((maps - mean[:, None]) ** 2) * weights).sum(1) / counts
+        # The floors keep a dead (all-zero) or constant map finite; such a map has no gradient to give anyway.
+        level = torch.log(mean.clamp(min=1e-12) / ANCHOR_LEVEL)
+        spread = 0.5 * torch.log((variance + 1e-24) / (ANCHOR_SPREAD * ANCHOR_LEVEL) ** 2)
+        return (level**2 + spread**2).mean()
+
+
 class DistillationLoss(nn.Module):
     """Weighted sum of the distillation terms (DESIGN.md §4).
 
-    ``lambda_sc * L_sc + lambda_lg * L_lg + lambda_feat * L_feat + lambda_grad * L_grad + lambda_hdn * L_hdn``
-    where ``L_sc`` and ``L_lg`` use ``normalization`` / ``hdn_variant`` / ``hdn_levels`` and ``L_hdn`` is the
-    shared-context term with hybrid (HDN) normalisation over ``hdn_loss_variant`` / ``hdn_loss_levels``.
-    Defaults are the paper's (sc 1.0, lg 0.5, feat 1.0, grad 2.0, hdn 0).
+    ``lambda_sc * L_sc + lambda_lg * L_lg + lambda_feat * L_feat + lambda_grad * L_grad + lambda_hdn * L_hdn
+    + lambda_anchor * L_anchor`` where ``L_sc`` and ``L_lg`` use ``normalization`` / ``hdn_variant`` / ``hdn_levels`` and ``L_hdn`` is the
+    shared-context term with hybrid (HDN) normalisation over ``hdn_loss_variant`` / ``hdn_loss_levels``;
+    ``L_anchor`` (``output_anchor_loss``) holds the student's raw output level and spread.
+    Defaults are the paper's (sc 1.0, lg 0.5, feat 1.0, grad 2.0, hdn 0, anchor 0).
     """
 
     def __init__(self, **options: Any) -> None:
@@ -183,7 +213,7 @@ class DistillationLoss(nn.Module):
         super().__init__()
         config = DistillationLossConfig(**options)
         self.weights = {"sc": config.lambda_sc, "lg": config.lambda_lg, "feat": config.lambda_feat,
-                        "grad": config.lambda_grad, "hdn": config.lambda_hdn}
+                        "grad": config.lambda_grad, "hdn": config.lambda_hdn, "anchor": config.lambda_anchor}
         self.norm_kwargs = {"normalization": config.normalization, "hdn_variant": config.hdn_variant,
                             "hdn_levels": config.hdn_levels}
         self.hdn_kwargs = {"normalization": "hybrid", "hdn_variant": config.hdn_loss_variant,
@@ -207,7 +237,7 @@ class DistillationLoss(nn.Module):
         mask: Tensor | None = None,
     ) -> tuple[Tensor, dict[str, Tensor]]:
         """Return ``(total, terms)``: the weighted sum and each computed term, detached, keyed
-        ``sc``, ``lg``, ``feat``, ``grad``, ``hdn``. A term whose weight is 0 or whose inputs are None
+        ``sc``, ``lg``, ``feat``, ``grad``, ``hdn``, ``anchor``. A term whose weight is 0 or whose inputs are None
         is not computed. Shapes: global maps and mask (B, H, W); patches (B, P, h, w); boxes (B, P, 4)
         in global-map pixels; tokens (B, N, C).
         """
@@ -230,6 +260,8 @@ class DistillationLoss(nn.Module):
             terms["hdn"] = terms["sc"] if same_as_sc else normalized_l1(
                 student_global, teacher_global, mask, **self.hdn_kwargs
             )
+        if w["anchor"]:
+            terms["anchor"] = output_anchor_loss(student_global, mask)
         if terms:
             total = sum(w[name] * value for name, value in terms.items())
         else:

@@ -56,6 +56,10 @@ def build_trainer(
     teachers = [build_teacher(name, ckpt, base_model=model_args.teacher_base_model)
                 for name, ckpt in zip(model_args.teacher_models, checkpoints)]
     student = load_depth_model(model_args.student_arch, init=model_args.student_init)
+    if model_args.student_init != "pretrained" and args.lambda_anchor == 0:
+        logger.warning("--student_init %s starts a fresh head with --lambda_anchor 0: nothing holds its raw output's "
+                       "level and spread, which may drift flat (lost in bf16) or below the final ReLU; the demo "
+                       "recipe uses --lambda_anchor 0.1.", model_args.student_init)
     model = StudentWithProjectors(student, [t.token_width for t in teachers])
 
     if args.warmup_epochs > 0:

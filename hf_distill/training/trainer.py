@@ -25,7 +25,7 @@ from hf_distill.evaluation.predict import predict_depth_tensors
 from hf_distill.hub import README, existing_results, upload_student
 from hf_distill.losses import DistillationLoss, crop_boxes
 from hf_distill.models import mean_std_tensors, normalize_views
-from hf_distill.teachers import Teacher
+from hf_distill.teachers import Teacher, flatness_problem
 from hf_distill.training.arguments import DistillationArguments
 from hf_distill.training.callbacks import (
     EpochSeedCallback,
@@ -116,6 +116,7 @@ class DistillationTrainer(Trainer):
         self._stream_positions: dict[int, int] = {}  # streamed data: DataLoader worker -> next raw example
         self._stream_epoch = 0
         self._staging_checkpoint = False
+        self._flatness_checked: set[int | str] = set()  # teachers (by index) and "student" checked on a first batch
 
         self.add_callback(LogFileCallback(Path(args.output_dir) / "train.log"))
         self.add_callback(StudentExportCallback())
@@ -197,6 +198,7 @@ class DistillationTrainer(Trainer):
             teacher_tokens=teacher_tokens,
         )
         if model.training:
+            self._warn_if_flat(teacher_index, teacher_global, student_global)
             if self._loss_is_nonfinite(total):
                 total = self._zero_gradient_loss(model, total)
             else:
@@ -205,6 +207,23 @@ class DistillationTrainer(Trainer):
             if self._visualization_due():
                 self._stash_visual(inputs, teacher_global, student_global, teacher_patches)
         return (total, {"predicted_depth": student_global}) if return_outputs else total
+
+    def _warn_if_flat(self, teacher_index: int, teacher_global: torch.Tensor, student_global: torch.Tensor) -> None:
+        """On each teacher's first batch and the student's, warn (main process) when the raw maps are too flat for the
+        dtype they run in (``hf_distill.teachers.flatness_problem``): once each, so no later step pays a sync."""
+        pending = [key for key in (teacher_index, "student") if key not in self._flatness_checked]
+        if not pending or not self.is_world_process_zero():
+            return
+        mixed = torch.bfloat16 if self.args.bf16 else torch.float16 if self.args.fp16 else None
+        for key in pending:
+            self._flatness_checked.add(key)
+            if key == "student":
+                label, maps, module = "The student", student_global, self.accelerator.unwrap_model(self.model).student
+            else:
+                label, maps, module = f"Teacher {self.teacher_names[key]}", teacher_global, self.teachers[key]
+            problem = flatness_problem(maps, mixed or next(module.parameters()).dtype)
+            if problem is not None:
+                logger.warning("%s: %s", label, problem)
 
     def _loss_is_nonfinite(self, total: torch.Tensor) -> bool:
         """Whether the loss is NaN/inf on any rank (all ranks must agree to skip the same step)."""
