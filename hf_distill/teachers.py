@@ -89,6 +89,34 @@ def to_disparity(prediction: Tensor, space: OutputSpace) -> Tensor:
 MIN_SPREAD_EPS = 4
 
 
+def output_spread(depth: Tensor) -> Tensor:
+    """The median over maps of MAD / |median| of raw depth maps ``depth`` (N, H, W) or (H, W): a 0-dim float64 tensor
+    on their device (nothing is read back to the host). A constant map counts as 0."""
+    if depth.dim() == 2:
+        depth = depth[None]
+    if depth.dim() != 3 or depth.numel() == 0:
+        raise ValueError(f"depth must be (N, H, W) or (H, W) with pixels, got {tuple(depth.shape)}")
+    maps = depth.detach().double().flatten(1)
+    median = maps.median(dim=1).values
+    deviation = (maps - median[:, None]).abs().mean(dim=1)
+    return torch.where(deviation > 0, deviation / median.abs(), torch.zeros_like(deviation)).median()
+
+
+def spread_problem(spread: float, dtype: torch.dtype) -> str | None:
+    """Why maps of relative spread ``spread`` (``output_spread``) are too flat for ``dtype``, or None when they are
+    not: the spread must reach ``MIN_SPREAD_EPS`` units of ``torch.finfo(dtype).eps``."""
+    eps = torch.finfo(dtype).eps
+    if spread >= MIN_SPREAD_EPS * eps:
+        return None
+    dtype_name = str(dtype).removeprefix("torch.")
+    return (
+        f"raw output too flat for {dtype_name}: its mean absolute deviation is {spread:.2g} of its median level, "
+        f"{spread / eps:.2g} units of {dtype_name}'s precision {eps:.2g} (needs {MIN_SPREAD_EPS}); in {dtype_name} "
+        f"its maps are nearly one constant. Re-condition its head (hf_distill.models.reaffine_head) or run it in "
+        f"float32."
+    )
+
+
 def flatness_problem(depth: Tensor, dtype: torch.dtype) -> str | None:
     """Why raw depth maps are too flat to be represented in ``dtype``, or None when they are not.
 
@@ -98,29 +126,11 @@ def flatness_problem(depth: Tensor, dtype: torch.dtype) -> str | None:
         dtype: the floating dtype the model will run in (``torch.bfloat16`` under ``--bf16`` autocast or
             ``--teacher_dtype bfloat16``, ``torch.float16``, ``torch.float32``).
     Returns:
-        A one-line explanation when the median over maps of MAD / |median| is below ``MIN_SPREAD_EPS`` units of
-        ``torch.finfo(dtype).eps`` (a constant map counts as 0), else None. One pass over the maps on their device;
-        call it once (first batch or load), not every step.
+        A one-line explanation when ``output_spread(depth)`` is below ``MIN_SPREAD_EPS`` units of
+        ``torch.finfo(dtype).eps``, else None. Reads one number back to the host: call it once (first batch or
+        load), not every step.
     """
-    if depth.dim() == 2:
-        depth = depth[None]
-    if depth.dim() != 3 or depth.numel() == 0:
-        raise ValueError(f"depth must be (N, H, W) or (H, W) with pixels, got {tuple(depth.shape)}")
-    maps = depth.detach().double().flatten(1)
-    median = maps.median(dim=1).values
-    deviation = (maps - median[:, None]).abs().mean(dim=1)
-    ratio = torch.where(deviation > 0, deviation / median.abs(), torch.zeros_like(deviation))
-    spread = float(ratio.median())
-    eps = torch.finfo(dtype).eps
-    if spread >= MIN_SPREAD_EPS * eps:
-        return None
-    dtype_name = str(dtype).removeprefix("torch.")
-    return (
-        f"raw output too flat for {dtype_name}: its mean absolute deviation is {spread:.2g} of its median level "
-        f"(median over {maps.shape[0]} maps), {spread / eps:.2g} units of {dtype_name}'s precision {eps:.2g} "
-        f"(needs {MIN_SPREAD_EPS}); in {dtype_name} its maps are nearly one constant. Re-condition its head "
-        f"(hf_distill.models.reaffine_head) or run it in float32."
-    )
+    return spread_problem(float(output_spread(depth)), dtype)
 
 
 def resize_bilinear(images: Tensor, size: tuple[int, int]) -> Tensor:

@@ -2,10 +2,13 @@
 line; a good recipe passes and runs one real step and one evaluation batch without writing into output_dir."""
 
 import importlib.util
+import shutil
 from pathlib import Path
 
 import pytest
+import torch
 from huggingface_hub import HfApi
+from transformers import DepthAnythingForDepthEstimation
 
 from conftest import tiny_argv
 from hf_distill.testing import write_eval_benchmark, write_image_folder
@@ -52,6 +55,9 @@ def test_a_good_recipe_passes_and_runs_one_step_and_one_evaluation_batch(assets,
     assert "8 examples; read 8: 0 broken; sizes (128, 96)..(128, 96)" in table
     assert "3 samples with depth" in table and "2 samples: eval_abs_rel" in table  # one batch of 2
     assert "licence unknown" in table  # a local teacher without a card
+    for model in ("teacher teacher_large", "student"):  # each model's first-batch output, in the dtype it runs in
+        line = next(line for line in table.splitlines() if line.startswith(f"output of {model}"))
+        assert "representable in float32" in line or "too flat for float32" in line, line
     assert table.rstrip().endswith("preflight: passed")
     assert not out.exists()  # nothing of the real run is written
 
@@ -208,3 +214,25 @@ def test_a_teacher_checkpoint_file_needs_no_hub(assets, tmp_path):
     (row,) = run_preflight(*parse_distill_args(argv), checks=[preflight.check_teachers], dev_run=False).rows
     assert row.status == PASS and "structure of depthanything-small, weights depth_anything_v2_vits.pth" in row.result
     assert "24.8M parameters; licence apache-2.0" in row.result
+
+
+def test_a_flat_teacher_is_reported_for_the_dtype_it_runs_in(assets, tmp_path, capsys):
+    """On the demo's scenes the shipped demo teacher's maps survive bf16 autocast; a teacher whose head leaves a flat
+    map (the old
+    FRESH_HEAD_BIAS start: a bias of 1 over a signal of ~1e-6) is a WARN row under --bf16."""
+    flat = tmp_path / "flat_teacher"
+    shutil.copytree(assets["teacher_large"], flat)
+    model = DepthAnythingForDepthEstimation.from_pretrained(flat)
+    with torch.no_grad():
+        model.head.conv3.weight.mul_(1e-6)
+        model.head.conv3.bias.fill_(1.0)
+    model.save_pretrained(flat)
+    argv = ["--config", "demo", "--output_dir", str(tmp_path / "run"), "--num_generated_scenes", "8", "--preflight",
+            "--bf16", "--teacher_models", str(flat), "demo-teacher"]
+    code, stdout = distill_main(argv, capsys)
+    table = stdout[stdout.index("check "):]
+    flat_row = next(line for line in table.splitlines() if line.startswith("output of teacher flat_teacher"))
+    demo_row = next(line for line in table.splitlines() if line.startswith("output of teacher demo-teacher"))
+    assert f"  {WARN}  " in flat_row and "too flat for bfloat16" in flat_row, flat_row
+    assert f"  {PASS}  " in demo_row and "representable in bfloat16" in demo_row, demo_row
+    assert code == 0  # a warning, not a failure

@@ -29,9 +29,9 @@ import torch
 from hf_distill.data import ViewSampler
 from hf_distill.data.views import open_image, undecoded_images
 from hf_distill.hub import display_name, known_license
-from hf_distill.models import load_depth_config, resolve_model_name
+from hf_distill.models import load_depth_config, normalize_views, resolve_model_name
 from hf_distill.repositories import REPOSITORIES, repository, resolve_repository
-from hf_distill.teachers import TEACHER_CONFIG_NAME, GenPerceptTeacher, TeacherFamily, teacher_family
+from hf_distill.teachers import TEACHER_CONFIG_NAME, GenPerceptTeacher, TeacherFamily, flatness_problem, teacher_family
 from hf_distill.training.arguments import DataArguments, DistillationArguments, ModelArguments
 from hf_distill.training.data import build_eval_dataset, build_training_source, resolve_eval_data
 from hf_distill.training.run import build_trainer, resolve_teacher_dtype
@@ -490,6 +490,7 @@ def fast_dev_run(ctx: PreflightContext) -> Iterable[CheckResult]:
         except Exception as error:  # noqa: BLE001
             yield CheckResult("one training step", FAIL, _first_line(error), "see the error; the checks above passed")
             return
+        yield from _output_conditioning(trainer)
         losses = [log["loss"] for log in trainer.state.log_history if "loss" in log]
         peak = (f"; peak CUDA memory {_gib(torch.cuda.max_memory_allocated())}"
                 if torch.cuda.is_available() and not args.use_cpu else "")
@@ -506,6 +507,27 @@ def fast_dev_run(ctx: PreflightContext) -> Iterable[CheckResult]:
             shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if k in ("eval_abs_rel", "eval_delta1"))
             yield CheckResult("one evaluation batch", PASS, f"{len(trainer.eval_dataset)} samples: {shown}")
         del trainer
+
+
+@torch.no_grad()
+def _output_conditioning(trainer) -> Iterable[CheckResult]:
+    """Every teacher's and the student's raw output on a first training batch, in the dtype each runs in, checked for
+    a signal too flat to represent (``hf_distill.teachers.flatness_problem``): bf16 turns such maps into constants."""
+    batch = trainer._prepare_inputs(next(iter(trainer.get_train_dataloader())))
+    views = batch["global_view"]
+    mixed = torch.bfloat16 if trainer.args.bf16 else torch.float16 if trainer.args.fp16 else None
+    student = trainer.accelerator.unwrap_model(trainer.model)
+    with trainer.autocast_smart_context_manager():
+        outputs = [(f"teacher {name}", trainer._run_teacher(index, views, None, want_tokens=False)[0], teacher)
+                   for index, (name, teacher) in enumerate(zip(trainer.teacher_names, trainer.teachers))]
+        outputs.append(("student", student(normalize_views(views, trainer._student_norm))[0], student.student))
+    for label, maps, module in outputs:
+        dtype = mixed or next(module.parameters()).dtype
+        problem = flatness_problem(maps, dtype)
+        yield CheckResult(f"output of {label}", WARN if problem else PASS,
+                          problem or f"raw output representable in {str(dtype).removeprefix('torch.')}",
+                          "re-condition its head (scripts/make_demo_teacher.py --condition_only shows how) or run "
+                          "it in float32" if problem else "")
 
 
 def run_preflight(

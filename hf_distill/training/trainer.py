@@ -25,7 +25,7 @@ from hf_distill.evaluation.predict import predict_depth_tensors
 from hf_distill.hub import README, existing_results, upload_student
 from hf_distill.losses import DistillationLoss, crop_boxes
 from hf_distill.models import mean_std_tensors, normalize_views
-from hf_distill.teachers import Teacher, flatness_problem
+from hf_distill.teachers import Teacher, output_spread, spread_problem
 from hf_distill.training.arguments import DistillationArguments
 from hf_distill.training.callbacks import (
     EpochSeedCallback,
@@ -117,6 +117,7 @@ class DistillationTrainer(Trainer):
         self._stream_epoch = 0
         self._staging_checkpoint = False
         self._flatness_checked: set[int | str] = set()  # teachers (by index) and "student" checked on a first batch
+        self._flatness_pending: list[tuple[str, torch.Tensor, torch.dtype]] = []  # reported at the next log
 
         self.add_callback(LogFileCallback(Path(args.output_dir) / "train.log"))
         self.add_callback(StudentExportCallback())
@@ -209,8 +210,9 @@ class DistillationTrainer(Trainer):
         return (total, {"predicted_depth": student_global}) if return_outputs else total
 
     def _warn_if_flat(self, teacher_index: int, teacher_global: torch.Tensor, student_global: torch.Tensor) -> None:
-        """On each teacher's first batch and the student's, warn (main process) when the raw maps are too flat for the
-        dtype they run in (``hf_distill.teachers.flatness_problem``): once each, so no later step pays a sync."""
+        """On each teacher's first batch and the student's, measure (main process) how flat the raw maps are for the
+        dtype they run in (``hf_distill.teachers.output_spread``), on the device: the warning is given at the next
+        logging step (``_report_flatness``), so no step waits on the host for it."""
         pending = [key for key in (teacher_index, "student") if key not in self._flatness_checked]
         if not pending or not self.is_world_process_zero():
             return
@@ -221,9 +223,14 @@ class DistillationTrainer(Trainer):
                 label, maps, module = "The student", student_global, self.accelerator.unwrap_model(self.model).student
             else:
                 label, maps, module = f"Teacher {self.teacher_names[key]}", teacher_global, self.teachers[key]
-            problem = flatness_problem(maps, mixed or next(module.parameters()).dtype)
+            self._flatness_pending.append((label, output_spread(maps), mixed or next(module.parameters()).dtype))
+
+    def _report_flatness(self) -> None:
+        for label, spread, dtype in self._flatness_pending:
+            problem = spread_problem(float(spread), dtype)
             if problem is not None:
                 logger.warning("%s: %s", label, problem)
+        self._flatness_pending.clear()
 
     def _loss_is_nonfinite(self, total: torch.Tensor) -> bool:
         """Whether the loss is NaN/inf on any rank (all ranks must agree to skip the same step)."""
@@ -322,6 +329,7 @@ class DistillationTrainer(Trainer):
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         """Add per-term losses (averaged over steps and ranks), teacher frequencies, samples/s and the count of
         skipped broken samples to the Trainer's training logs."""
+        self._report_flatness()
         if "loss" in logs and self._metric_counts:
             names = sorted(self._metrics)
             device = self.args.device
