@@ -16,6 +16,7 @@ from hf_distill.training.arguments import DataArguments, DistillationArguments, 
 from hf_distill.training.card import CardInfo
 from hf_distill.training.checkpoints import last_complete_checkpoint
 from hf_distill.training.data import build_eval_dataset, build_training_source
+from hf_distill.training.engines import whole_models
 from hf_distill.training.student import StudentWithProjectors
 from hf_distill.training.trainer import DistillationTrainer
 
@@ -53,8 +54,9 @@ def build_trainer(
     set_seed(args.seed)
     train_dataset, eval_dataset = build_datasets(data_args, args)  # data errors surface before models load
     checkpoints = model_args.teacher_checkpoints or [None] * len(model_args.teacher_models)
-    teachers = [build_teacher(name, ckpt) for name, ckpt in zip(model_args.teacher_models, checkpoints)]
-    student = load_depth_model(model_args.student_arch, init=model_args.student_init)
+    with whole_models():  # partitioned, under ZeRO-3, by deepspeed.initialize
+        teachers = [build_teacher(name, ckpt) for name, ckpt in zip(model_args.teacher_models, checkpoints)]
+        student = load_depth_model(model_args.student_arch, init=model_args.student_init)
     model = StudentWithProjectors(student, [t.token_width for t in teachers])
 
     if args.warmup_epochs > 0:
