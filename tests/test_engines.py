@@ -104,8 +104,9 @@ def test_zero3_student_folder_holds_the_gathered_weights(zero3_run, ddp_run, ass
     final = load_file(out / "student_final.safetensors")
     torch.testing.assert_close(model.state_dict(), final, rtol=0, atol=0)
     for step in (2, 4):  # every flat export is its checkpoint's gathered student
-        torch.testing.assert_close(load_file(out / f"student_checkpoint_{step}.safetensors"),
-                                   load_file(out / f"checkpoint-{step}" / "model.safetensors"), rtol=0, atol=0)
+        checkpoint = DepthAnythingForDepthEstimation.from_pretrained(out / f"checkpoint-{step}")  # on-disk key names
+        torch.testing.assert_close(load_file(out / f"student_checkpoint_{step}.safetensors"), checkpoint.state_dict(),
+                                   rtol=0, atol=0)
     # ... and the trained weights: the same recipe under DDP gives the same student
     for name in ("student_checkpoint_2", "student_checkpoint_4", "student_final", "student_best"):
         torch.testing.assert_close(load_file(out / f"{name}.safetensors"), load_file(ddp_run / f"{name}.safetensors"),
@@ -127,7 +128,7 @@ def test_zero3_shards_parameters_and_optimizer_state(zero3_run):
         sizes.append(sum(t.numel() for t in state["fp32_flat_groups"]))
     student = load_file(checkpoint / "model.safetensors")
     projectors = load_file(checkpoint / "projectors.safetensors")
-    trainable = sum(v.numel() for v in {**student, **projectors}.values())
+    trainable = sum(v.numel() for v in student.values()) + sum(v.numel() for v in projectors.values())
     assert all(0 < size < 0.6 * trainable for size in sizes)  # neither rank holds it all
     # the manifest covers DeepSpeed's files too
     listed = json.loads((checkpoint / MANIFEST_NAME).read_text())["files"]
@@ -283,3 +284,38 @@ def test_fsdp_is_refused_with_a_clear_message(assets, tmp_path):
     result = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert result.returncode != 0
     assert "FSDP is not supported by hf_distill" in result.stderr and "--use_fsdp" in result.stderr
+
+
+# ---- dtypes ------------------------------------------------------------------------------------------------------
+
+BOX_SPY = '''
+import json, sys
+from hf_distill.training.cli import parse_distill_args
+from hf_distill.training.run import build_trainer
+
+trainer = build_trainer(*parse_distill_args(sys.argv[1:]))
+loss_fn, seen = trainer.loss_fn, []
+
+def spy(student_global, teacher_global, **kwargs):
+    boxes = kwargs["global_boxes"]
+    seen.append({"student": str(student_global.dtype), "boxes": str(boxes.dtype),
+                 "exact_in_bf16": bool((boxes.bfloat16().float() == boxes.float()).all())})
+    return loss_fn(student_global, teacher_global, **kwargs)
+
+trainer.loss_fn = spy
+trainer.train()
+print("SEEN " + json.dumps(seen))
+'''
+
+
+def test_crop_boxes_reach_the_loss_in_float32_under_bf16_deepspeed(assets, tmp_path):
+    script = tmp_path / "spy.py"
+    script.write_text(BOX_SPY)
+    output = run(accelerate_launch(str(script), *tiny_argv(assets, tmp_path / "out", "--num_iterations", "2",
+                                                           "--checkpoint_interval", "100"),
+                                   config_file=ZERO2, num_processes=1, mixed_precision="bf16"))
+    seen = json.loads(next(line for line in output.splitlines() if line.startswith("SEEN "))[5:])
+    assert len(seen) == 2
+    assert all(step["student"] == "torch.bfloat16" for step in seen)  # the engine runs in bf16 ...
+    assert all(step["boxes"] == "torch.float32" for step in seen)  # ... the boxes do not
+    assert not all(step["exact_in_bf16"] for step in seen)  # and were never rounded to bf16 on the way
