@@ -184,8 +184,9 @@ class NonFiniteStepCallback(TrainerCallback):
         trainer.model.zero_grad(set_to_none=True)  # params without .grad are skipped by torch optimizers
         trainer.nonfinite_steps += 1
         self.consecutive += 1
-        logger.warning("Step %d: non-finite loss (NaN or inf); optimizer step skipped (%d in a row, %d in all)",
-                       state.global_step + 1, self.consecutive, trainer.nonfinite_steps)
+        if state.is_world_process_zero:
+            logger.warning("Step %d: non-finite loss (NaN or inf); optimizer step skipped (%d in a row, %d in all)",
+                           state.global_step + 1, self.consecutive, trainer.nonfinite_steps)
         if self.consecutive >= args.max_nonfinite_steps:
             raise NonFiniteLossError(
                 f"{self.consecutive} consecutive steps had a non-finite loss (NaN or inf), the last at step "

@@ -7,19 +7,27 @@ from contextlib import contextmanager
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DistributedType
+from accelerate.utils import DistributedType, parse_flag_from_env
 
 ZERO_SIZE_KEYS = ("reduce_bucket_size", "stage3_param_persistence_threshold", "stage3_prefetch_bucket_size")
 
 
-def check_engine_supported(accelerator: Accelerator) -> None:
-    """Refuse FSDP with a message that names the way out (DDP, or DeepSpeed ZeRO-3 to shard the student)."""
-    if accelerator.distributed_type == DistributedType.FSDP:
+def check_engine_supported(accelerator: Accelerator, args) -> None:
+    """Refuse FSDP with a message that names the way out (DDP, or DeepSpeed ZeRO-3 to shard the student).
+
+    FSDP is asked for by ``accelerate launch --use_fsdp`` (or an accelerate config with ``distributed_type: FSDP``),
+    which reaches the process as ``ACCELERATE_USE_FSDP``, or by the Trainer's ``--fsdp``; on CPU accelerate may drop
+    it silently and train plain DDP, so the request itself is refused, not only a running FSDP plugin."""
+    requested = (accelerator.distributed_type == DistributedType.FSDP
+                 or getattr(accelerator.state, "fsdp_plugin", None) is not None
+                 or bool(getattr(args, "fsdp", None)) or parse_flag_from_env("ACCELERATE_USE_FSDP"))
+    if requested:
         raise ValueError(
-            "FSDP is not supported by hf_distill (launched with --use_fsdp or an accelerate config with "
-            "distributed_type: FSDP): the frozen teachers, the per-teacher projectors and the sharded checkpoints are "
-            "only implemented and tested for DDP and DeepSpeed. To shard the student, launch with DeepSpeed ZeRO-3: "
-            "accelerate launch --config_file configs/accelerate/deepspeed_zero3.yaml scripts/distill.py ..."
+            "FSDP is not supported by hf_distill (launched with --use_fsdp, an accelerate config with "
+            "distributed_type: FSDP, or --fsdp): the frozen teachers, the per-teacher projectors and the sharded "
+            "checkpoints are only implemented and tested for DDP and DeepSpeed. To shard the student, launch with "
+            "DeepSpeed ZeRO-3: accelerate launch --config_file configs/accelerate/deepspeed_zero3.yaml "
+            "scripts/distill.py ..."
         )
 
 

@@ -90,7 +90,7 @@ class DistillationTrainer(Trainer):
                 max_depth=getattr(eval_data, "max_depth", args.eval_max_depth),
             )
         super().__init__(model=model, args=args, **kwargs)
-        check_engine_supported(self.accelerator)
+        check_engine_supported(self.accelerator, args)
         # The loss is a per-batch mean: let the Trainer divide it by the accumulation steps.
         self.loss_is_scaled_for_ga = False
 
