@@ -232,7 +232,7 @@ class DistillationTrainer(Trainer):
             teacher_tokens=teacher_tokens,
         )
         if model.training:
-            total = self._zero_gradient_loss(model, total, self._loss_is_nonfinite(total))
+            total = self._nan_gradient_loss(total, self._loss_is_nonfinite(total))
             terms = {name: value.detach() for name, value in terms.items()}
             self._pending_records.append((terms, teacher_index, inputs["global_view"].shape[0]))
             self._record_consumed_data(inputs)
@@ -248,7 +248,7 @@ class DistillationTrainer(Trainer):
         return nonfinite
 
     @staticmethod
-    def _zero_gradient_loss(model: torch.nn.Module, total: torch.Tensor, nonfinite: torch.Tensor) -> torch.Tensor:
+    def _nan_gradient_loss(total: torch.Tensor, nonfinite: torch.Tensor) -> torch.Tensor:
         """``total`` itself, except that a non-finite one is multiplied by NaN so that every gradient it reaches is
         NaN, whatever made it non-finite (a NaN teacher map can otherwise give finite student gradients).
 
