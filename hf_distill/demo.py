@@ -24,6 +24,7 @@ from hf_distill.evaluation.predict import evaluate_model
 from hf_distill.hub import eval_results_to_hub, evaluation_table, update_model_card
 from hf_distill.models import PACKAGE_MODELS, load_depth_model, tiny_depth_config
 from hf_distill.training.cli import parse_distill_args
+from hf_distill.training.engines import is_zero3, whole_models
 from hf_distill.training.run import build_trainer, train_student
 
 logger = logging.getLogger(__name__)
@@ -98,8 +99,9 @@ def evaluate_on_samples(model: DepthAnythingForDepthEstimation, processor, sampl
 
 def run_demo(argv: list[str] | tuple[str, ...] = (), *, num_eval_scenes: int = 24) -> dict | None:
     """Run the demo recipe (``--config demo`` plus ``argv`` overrides) from scratch and return the report (also
-    written to ``output_dir/demo_report.json``). Under DDP every rank trains; the main process alone evaluates,
-    writes the report and returns it (other ranks return None)."""
+    written to ``output_dir/demo_report.json``). Every rank trains; the main process alone evaluates before training,
+    writes the report and returns it (other ranks return None). After training a student sharded across ranks
+    (DeepSpeed ZeRO-3) is evaluated by every rank on the same scenes, as each forward gathers its weights from all."""
     model_args, data_args, training_args = parse_distill_args(["--config", "demo", *argv])
     output_dir = Path(training_args.output_dir)
     with training_args.main_process_first(desc="clearing the demo output folder"):
@@ -110,13 +112,18 @@ def run_demo(argv: list[str] | tuple[str, ...] = (), *, num_eval_scenes: int = 2
     is_main = trainer.is_world_process_zero()
     if is_main:
         samples = demo_eval_samples(num_eval_scenes)
-        teacher = load_depth_model(model_args.teacher_models[0])
+        with whole_models():  # built on this rank only
+            teacher = load_depth_model(model_args.teacher_models[0])
         report = {"teacher": evaluate_on_samples(teacher, trainer.processing_class, samples),
                   "student_before": evaluate_on_samples(student, trainer.processing_class, samples)}
     train_student(trainer)
+    if is_zero3(trainer.accelerator):
+        after = evaluate_on_samples(student, trainer.processing_class, demo_eval_samples(num_eval_scenes))
+    elif is_main:
+        after = evaluate_on_samples(student, trainer.processing_class, samples)
     if not is_main:
         return None
-    report["student_after"] = evaluate_on_samples(student, trainer.processing_class, samples)
+    report["student_after"] = after
     report = {name: {k: float(v) for k, v in metrics.items()} for name, metrics in report.items()}
     (output_dir / "demo_report.json").write_text(json.dumps(report, indent=2) + "\n")
     update_model_card(output_dir, {HELDOUT_BENCHMARK: report["student_after"]})

@@ -62,16 +62,27 @@ def tiny_argv(assets, output_dir, *extra: str) -> list[str]:
     ]
 
 
-def accelerate_launch(*args: str, num_processes: int = 2) -> list[str]:
-    """The command line of a CPU multi-process ``accelerate launch`` (gloo) on a free local port, so that runs of
-    the suite (or of several checkouts) on one machine never share a rendezvous. ``args``: the launch options
-    that follow (``--use_deepspeed ...``) and then the script with its flags."""
+def free_port() -> int:
+    """A free local TCP port (for a rendezvous that concurrent suites never share)."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    return [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(num_processes),
-            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-            "--main_process_port", str(port), *args]
+        return probe.getsockname()[1]
+
+
+def accelerate_launch(*args: str, num_processes: int = 2, config_file: str | Path | None = None,
+                      num_machines: int = 1, machine_rank: int = 0, port: int | None = None,
+                      mixed_precision: str = "no") -> list[str]:
+    """The command line of a CPU multi-process ``accelerate launch`` (gloo) on a free local port, so that runs of
+    the suite (or of several checkouts) on one machine never share a rendezvous. ``args``: the launch options
+    that follow (``--use_deepspeed ...``) and then the script with its flags. ``config_file``: an accelerate config
+    (the shipped DeepSpeed ones) instead of plain DDP, with its mixed precision and process count overridden.
+    ``num_machines`` > 1: this command is machine ``machine_rank`` of a multi-node run on 127.0.0.1 (``port``
+    shared by all machines; ``num_processes`` counts all of them)."""
+    engine = ["--config_file", str(config_file)] if config_file is not None else ["--multi_gpu"]
+    machines = ["--machine_rank", str(machine_rank), "--main_process_ip", "127.0.0.1"] if num_machines > 1 else []
+    return [sys.executable, "-m", "accelerate.commands.launch", *engine, "--num_processes", str(num_processes),
+            "--num_machines", str(num_machines), *machines, "--mixed_precision", mixed_precision, "--dynamo_backend", "no",
+            "--main_process_port", str(port or free_port()), *args]
 
 
 # ---- the Hub API boundary ---------------------------------------------------------------------------------

@@ -61,20 +61,25 @@ def predict_depth_tensors(
     image_processor,
     images: Sequence[Image.Image],
     processing_res: int | None = None,
+    num_forwards: int | None = None,
 ) -> list[torch.Tensor]:
     """Raw predictions, each a float32 (H, W) tensor on the model's device at its image's size.
 
     Images are preprocessed by ``image_processor``; with ``processing_res`` its target becomes
     ``processing_res`` squared with the aspect ratio kept (the DPT rule: the side needing the smaller
     change reaches the target) and sides rounded to multiples of 14. One forward runs per group of
-    equal-sized images, and each prediction is resized back to its image (bicubic).
+    equal-sized images (``forward_groups``), and each prediction is resized back to its image (bicubic).
+
+    ``num_forwards`` (at least the number of groups) pads with forwards whose output is dropped: a model sharded
+    across ranks (DeepSpeed ZeRO-3) gathers its weights in every forward, so all ranks must run as many.
     """
     parameter = next(model.parameters())
     overrides = _processor_overrides(processing_res)
     outputs: list[torch.Tensor | None] = [None] * len(images)
-    groups: dict[tuple[int, int], list[int]] = {}
-    for index, image in enumerate(images):
-        groups.setdefault(image.size, []).append(index)
+    groups = forward_groups(images)
+    if num_forwards is not None and num_forwards < len(groups):
+        raise ValueError(f"num_forwards={num_forwards} is fewer than the {len(groups)} image sizes of the batch")
+    pixel_values = None
     for (width, height), indices in groups.items():
         inputs = image_processor([images[i] for i in indices], return_tensors="pt", **overrides)
         pixel_values = inputs["pixel_values"].to(device=parameter.device, dtype=parameter.dtype)
@@ -82,7 +87,20 @@ def predict_depth_tensors(
         resized = F.interpolate(predicted[:, None], size=(height, width), mode="bicubic", align_corners=False)[:, 0]
         for i, prediction in zip(indices, resized):
             outputs[i] = prediction
+    for _ in range(len(groups), num_forwards or 0):
+        if pixel_values is None:  # no image here: the smallest input the model takes
+            patch = model.config.patch_size if hasattr(model, "config") else 14
+            pixel_values = torch.zeros(1, 3, patch, patch, device=parameter.device, dtype=parameter.dtype)
+        model(pixel_values=pixel_values[:1])
     return outputs  # type: ignore[return-value]
+
+
+def forward_groups(images: Sequence[Image.Image]) -> dict[tuple[int, int], list[int]]:
+    """Indices of ``images`` by image size (width, height): one forward per group."""
+    groups: dict[tuple[int, int], list[int]] = {}
+    for index, image in enumerate(images):
+        groups.setdefault(image.size, []).append(index)
+    return groups
 
 
 def predict_depth(

@@ -16,6 +16,7 @@ from hf_distill.training.arguments import DataArguments, DistillationArguments, 
 from hf_distill.training.card import CardInfo
 from hf_distill.training.checkpoints import last_complete_checkpoint
 from hf_distill.training.data import build_eval_dataset, build_training_source
+from hf_distill.training.engines import whole_models
 from hf_distill.training.student import StudentWithProjectors
 from hf_distill.training.trainer import DistillationTrainer
 
@@ -53,9 +54,10 @@ def build_trainer(
     set_seed(args.seed)
     train_dataset, eval_dataset = build_datasets(data_args, args)  # data errors surface before models load
     checkpoints = model_args.teacher_checkpoints or [None] * len(model_args.teacher_models)
-    teachers = [build_teacher(name, ckpt, base_model=model_args.teacher_base_model)
-                for name, ckpt in zip(model_args.teacher_models, checkpoints)]
-    student = load_depth_model(model_args.student_arch, init=model_args.student_init)
+    with whole_models():  # partitioned, under ZeRO-3, by deepspeed.initialize
+        teachers = [build_teacher(name, ckpt, base_model=model_args.teacher_base_model)
+                    for name, ckpt in zip(model_args.teacher_models, checkpoints)]
+        student = load_depth_model(model_args.student_arch, init=model_args.student_init)
     if model_args.student_init != "pretrained" and args.lambda_anchor == 0:
         logger.warning("--student_init %s starts a fresh head with --lambda_anchor 0: nothing holds its raw output's "
                        "level and spread, which may drift flat (lost in bf16) or below the final ReLU; the demo "

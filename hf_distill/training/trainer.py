@@ -16,12 +16,12 @@ import torch
 from huggingface_hub import HfApi, ModelCard
 from safetensors.torch import load_file, save_file
 from transformers import Trainer
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, HubStrategy, rotate_checkpoints
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, HubStrategy, get_last_checkpoint, rotate_checkpoints
 from transformers.utils.hub import PushInProgress
 
 from hf_distill.data.views import IterableViewDataset
 from hf_distill.evaluation.loop import DepthMetrics, EvalAwareCollator
-from hf_distill.evaluation.predict import predict_depth_tensors
+from hf_distill.evaluation.predict import forward_groups, predict_depth_tensors
 from hf_distill.hub import README, existing_results, upload_student
 from hf_distill.losses import DistillationLoss, crop_boxes
 from hf_distill.models import mean_std_tensors, normalize_views
@@ -36,12 +36,15 @@ from hf_distill.training.callbacks import (
 )
 from hf_distill.training.card import CardInfo, build_student_card, card_model_name
 from hf_distill.training.checkpoints import STAGING_DIR, checkpoint_problem, write_manifest
+from hf_distill.training.engines import check_engine_supported, fill_zero_bucket_sizes, full_state_dict, is_zero3
 from hf_distill.training.student import StudentWithProjectors
 
 logger = logging.getLogger(__name__)
 
 PROJECTORS_NAME = "projectors.safetensors"
 STREAM_STATE_NAME = "stream_state_{rank}.json"
+# Inputs that stay float32 whatever the engine's dtype (DeepSpeed's bf16 would move box corners and depth values).
+FLOAT32_INPUTS = ("global_boxes", "references")
 
 
 class DistillationTrainer(Trainer):
@@ -87,6 +90,7 @@ class DistillationTrainer(Trainer):
                 max_depth=getattr(eval_data, "max_depth", args.eval_max_depth),
             )
         super().__init__(model=model, args=args, **kwargs)
+        check_engine_supported(self.accelerator, args)
         # The loss is a per-batch mean: let the Trainer divide it by the accumulation steps.
         self.loss_is_scaled_for_ga = False
 
@@ -100,6 +104,9 @@ class DistillationTrainer(Trainer):
                     logger.info("Teacher %s gives no encoder tokens: steps drawn for it skip the feature term "
                                 "(logged as feat_skipped).", name)
         self.teachers = [self._prepare_teacher(t, teacher_dtype) for t in teachers]
+        if self.is_deepspeed_enabled:  # after the teachers, whose engines fill these from their own sizes
+            fill_zero_bucket_sizes(self.accelerator.state.deepspeed_plugin.hf_ds_config.config,
+                                   model.student.config.backbone_config.hidden_size)
         self._student_norm = mean_std_tensors(*student_mean_std)
         self.card_info = card_info or CardInfo(teachers=list(teacher_names))
         self._hub_api: HfApi | None = None
@@ -111,7 +118,8 @@ class DistillationTrainer(Trainer):
         self._skipped_total = 0
         self._last_log_time = time.perf_counter()
         self.visual_sample: dict[str, torch.Tensor] | None = None
-        self.nonfinite_in_step = False  # set by compute_loss, consumed by NonFiniteStepCallback
+        self.nonfinite_in_step: torch.Tensor | None = None  # on the device; set by compute_loss, read once per step
+        self._pending_records: list[tuple[dict[str, torch.Tensor], int, int]] = []  # committed if the step is finite
         self.nonfinite_steps = 0
         self._stream_positions: dict[int, int] = {}  # streamed data: DataLoader worker -> next raw example
         self._stream_epoch = 0
@@ -120,10 +128,28 @@ class DistillationTrainer(Trainer):
         self._flatness_pending: list[tuple[str, torch.Tensor, torch.dtype]] = []  # reported at the next log
 
         self.add_callback(LogFileCallback(Path(args.output_dir) / "train.log"))
-        self.add_callback(StudentExportCallback())
+        self.add_callback(StudentExportCallback(self.student_state_dict))
         self.add_callback(VisualizationCallback(self))
         self.add_callback(EpochSeedCallback(self.train_dataset))
         self.add_callback(NonFiniteStepCallback(self))
+
+    def train(self, resume_from_checkpoint: str | bool | None = None, **kwargs):
+        """The Trainer's ``train``; a checkpoint to resume from is first checked to be complete (its manifest covers
+        every file, DeepSpeed's included) and streamed data is positioned after its last trained example, on every
+        engine (under DeepSpeed the Trainer restores weights through ``deepspeed_load_checkpoint``, not through
+        ``_load_from_checkpoint``)."""
+        if isinstance(resume_from_checkpoint, bool) and resume_from_checkpoint:
+            resume_from_checkpoint = get_last_checkpoint(self.args.output_dir)
+            if resume_from_checkpoint is None:
+                raise ValueError(f"No valid checkpoint found in output directory ({self.args.output_dir})")
+        if resume_from_checkpoint:
+            folder = Path(resume_from_checkpoint)
+            problem = checkpoint_problem(folder)
+            if problem is not None:
+                raise ValueError(f"Can't resume from {folder}: {problem}.")
+            if isinstance(self.train_dataset, IterableViewDataset):
+                self._resume_stream(folder)
+        return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
 
     def get_train_dataloader(self) -> torch.utils.data.DataLoader:
         """Streamed views split themselves by rank and worker (``IterableViewDataset``): accelerate must neither
@@ -173,6 +199,16 @@ class DistillationTrainer(Trainer):
             teacher_patches = (depth[batch:] if batched else teacher(patches)[0]).unflatten(0, (batch, num_patches))
         return teacher_global, teacher_patches, tokens
 
+    def _prepare_inputs(self, inputs: dict) -> dict:
+        """The Trainer's device placement, except that crop boxes and ground truth (``FLOAT32_INPUTS``) stay float32:
+        under DeepSpeed the Trainer casts every floating input to the engine's dtype, and a bf16 box corner lands
+        pixels off at SA-1B sizes."""
+        kept = {k: inputs[k] for k in FLOAT32_INPUTS if k in inputs}
+        prepared = super()._prepare_inputs({k: v for k, v in inputs.items() if k not in kept})
+        prepared.update({k: v.to(device=self.args.device, dtype=torch.float32, non_blocking=True)
+                         for k, v in kept.items()})
+        return prepared
+
     # ---- loss ---------------------------------------------------------------------------------------------
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
@@ -200,10 +236,9 @@ class DistillationTrainer(Trainer):
         )
         if model.training:
             self._warn_if_flat(teacher_index, teacher_global, student_global)
-            if self._loss_is_nonfinite(total):
-                total = self._zero_gradient_loss(model, total)
-            else:
-                self._record_step(terms, teacher_index, inputs)
+            total = self._nan_gradient_loss(total, self._loss_is_nonfinite(total))
+            terms = {name: value.detach() for name, value in terms.items()}
+            self._pending_records.append((terms, teacher_index, inputs["global_view"].shape[0]))
             self._record_consumed_data(inputs)
             if self._visualization_due():
                 self._stash_visual(inputs, teacher_global, student_global, teacher_patches)
@@ -232,19 +267,25 @@ class DistillationTrainer(Trainer):
                 logger.warning("%s: %s", label, problem)
         self._flatness_pending.clear()
 
-    def _loss_is_nonfinite(self, total: torch.Tensor) -> bool:
-        """Whether the loss is NaN/inf on any rank (all ranks must agree to skip the same step)."""
-        flag = (~torch.isfinite(total.detach())).float().reshape(1)
-        nonfinite = bool(self.accelerator.reduce(flag, reduction="sum").item() > 0)
-        self.nonfinite_in_step |= nonfinite
+    def _loss_is_nonfinite(self, total: torch.Tensor) -> torch.Tensor:
+        """Whether this micro-batch's loss is NaN/inf, as a bool tensor on the device (no host synchronisation);
+        folded into ``nonfinite_in_step``, which ``NonFiniteStepCallback`` reads once per optimizer step."""
+        nonfinite = ~torch.isfinite(total.detach())
+        self.nonfinite_in_step = nonfinite if self.nonfinite_in_step is None else self.nonfinite_in_step | nonfinite
         return nonfinite
 
     @staticmethod
-    def _zero_gradient_loss(model: torch.nn.Module, total: torch.Tensor) -> torch.Tensor:
-        """A loss with the value of ``total`` (logged as non-finite, filtered by the Trainer) whose backward gives
-        every trainable parameter a zero gradient: DDP's all-reduce still runs on every rank, nothing is learnt."""
-        touch = sum(p.sum() for p in model.parameters() if p.requires_grad)
-        return touch * 0.0 + total.detach()
+    def _nan_gradient_loss(total: torch.Tensor, nonfinite: torch.Tensor) -> torch.Tensor:
+        """``total`` itself, except that a non-finite one is multiplied by NaN so that every gradient it reaches is
+        NaN, whatever made it non-finite (a NaN teacher map can otherwise give finite student gradients).
+
+        The gradients then decide on every rank and engine that nothing is learnt from the step: DDP averages the NaN
+        into every rank's gradients; DeepSpeed (ZeRO-1/2/3, fp32 or bf16) finds a non-finite gradient norm inside
+        ``engine.step()``, which accelerate runs within ``training_step``, and skips the step, leaving weights, Adam
+        moments, step count and weight decay untouched; without DeepSpeed ``NonFiniteStepCallback`` drops the
+        gradients before ``optimizer.step()``. No parameter is touched outside the forward (ZeRO-3 partitions them).
+        """
+        return total * torch.where(nonfinite, torch.full_like(total, float("nan")), torch.ones_like(total))
 
     def _prepare_input(self, data):
         """As the Trainer's, with host-to-device copies that do not make the host wait: the loader's batches are in
@@ -295,7 +336,15 @@ class DistillationTrainer(Trainer):
         total = self._metrics.get(name)
         self._metrics[name] = value.double() if total is None else total.to(value.device) + value.double()
 
-    def _record_step(self, terms: dict[str, torch.Tensor], teacher_index: int, inputs: dict) -> None:
+    def commit_step_records(self, step_was_applied: bool) -> None:
+        """Count the per-term losses and teacher draws of the micro-batches of a step that was applied; those of a
+        skipped (non-finite) step are dropped."""
+        if step_was_applied:
+            for terms, teacher_index, batch in self._pending_records:
+                self._record_step(terms, teacher_index, batch)
+        self._pending_records.clear()
+
+    def _record_step(self, terms: dict[str, torch.Tensor], teacher_index: int, batch: int) -> None:
         for name, value in terms.items():
             self._add_metric(f"loss_{name}", value)
             self._metric_counts[f"loss_{name}"] += 1
@@ -303,7 +352,7 @@ class DistillationTrainer(Trainer):
             self._metrics["feat_skipped"] += float(not self._teacher_has_tokens[teacher_index])
             self._metric_counts["feat_skipped"] += 1
         self._teacher_counts[teacher_index] += 1
-        self._samples_since_log += inputs["global_view"].shape[0]
+        self._samples_since_log += batch
 
     def _visualization_due(self) -> bool:
         steps = self.args.visualize_steps
@@ -380,7 +429,12 @@ class DistillationTrainer(Trainer):
         references = inputs["references"]
         student = self.accelerator.unwrap_model(model).student
         predictions = references.new_zeros(references.shape)
-        for out, prediction in zip(predictions, predict_depth_tensors(student, self.processing_class, inputs["images"])):
+        num_forwards = None
+        if is_zero3(self.accelerator):  # sharded weights: every rank runs as many forwards as the busiest one
+            local = torch.tensor([len(forward_groups(inputs["images"]))], device=self.args.device)
+            num_forwards = int(self.accelerator.gather(local).max().item())
+        for out, prediction in zip(predictions, predict_depth_tensors(student, self.processing_class, inputs["images"],
+                                                                      num_forwards=num_forwards)):
             out[: prediction.shape[0], : prediction.shape[1]] = prediction
         # The Trainer pads maps across processes along dim 1 only before gathering them: widths are matched here.
         predictions = self.accelerator.pad_across_processes(predictions, dim=2)
@@ -388,6 +442,22 @@ class DistillationTrainer(Trainer):
         return None, predictions, references
 
     # ---- saving -------------------------------------------------------------------------------------------
+
+    def student_state_dict(self) -> dict[str, torch.Tensor] | None:
+        """The trainable module's full weights (student and projectors, gathered under ZeRO-3) on the main process,
+        None elsewhere. A collective: call it on every rank."""
+        return full_state_dict(self.accelerator, self.model)
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """Under ZeRO-3 the student folder gets the gathered weights whatever
+        ``stage3_gather_16bit_weights_on_model_save`` says (the Trainer would otherwise leave DeepSpeed's engine files
+        in the student folder instead of weights); engine files go only into ``checkpoint-*/``."""
+        if not is_zero3(self.accelerator):
+            return super().save_model(output_dir, _internal_call=_internal_call)
+        state_dict = self.student_state_dict()
+        self._save(output_dir, state_dict=state_dict)
+        if self.args.push_to_hub and not _internal_call:
+            self.push_to_hub(commit_message="Model save", revision=self.args.hub_revision)
 
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
         """Write only the student as a ``from_pretrained`` folder (config, weights, processor, args)."""
@@ -428,8 +498,11 @@ class DistillationTrainer(Trainer):
             state = {"epoch": self._stream_epoch, "positions": self._stream_positions}
             rank_file = staged / STREAM_STATE_NAME.format(rank=self.args.process_index)
             rank_file.write_text(json.dumps(state))
+        state = self.student_state_dict() if is_zero3(self.accelerator) else None  # collective: every rank
         if self.args.should_save:
-            projectors = self.accelerator.unwrap_model(self.model).projectors.state_dict()
+            if state is None:
+                state = self.accelerator.unwrap_model(self.model).state_dict()
+            projectors = {k[len("projectors."):]: v for k, v in state.items() if k.startswith("projectors.")}
             if projectors:
                 save_file({k: v.contiguous() for k, v in projectors.items()}, str(staged / PROJECTORS_NAME))
         self.accelerator.wait_for_everyone()  # every rank's files are in the staging folder
@@ -446,21 +519,16 @@ class DistillationTrainer(Trainer):
         self.accelerator.wait_for_everyone()
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
-        """Restore student and projectors (``from_pretrained`` maps the on-disk key names onto the module's) and
-        the position of streamed data."""
+        """Restore student and projectors (``from_pretrained`` maps the on-disk key names onto the module's); ``train``
+        has checked the checkpoint and positioned streamed data."""
         module = self.accelerator.unwrap_model(model or self.model)
         folder = Path(resume_from_checkpoint)
-        problem = checkpoint_problem(folder)
-        if problem is not None:
-            raise ValueError(f"Can't resume from {folder}: {problem}.")
         saved = type(module.student).from_pretrained(folder, dtype=next(module.student.parameters()).dtype)
         module.student.load_state_dict(saved.state_dict(), strict=True)
         if (folder / PROJECTORS_NAME).is_file():
             module.projectors.load_state_dict(load_file(str(folder / PROJECTORS_NAME)), strict=True)
         elif module.projectors.state_dict():
             raise ValueError(f"Can't resume from {folder}: {PROJECTORS_NAME} is missing.")
-        if isinstance(self.train_dataset, IterableViewDataset):
-            self._resume_stream(folder)
 
     def _resume_stream(self, folder: Path) -> None:
         """Position every worker's stream after its last trained example, so the Trainer need not iterate (decode
@@ -568,14 +636,7 @@ def deepspeed_teacher_config(training_config: dict, hidden_size: int) -> dict:
     if zero.get("stage") != 3:
         zero["stage"] = 0
         return config
-    sizes = {
-        "reduce_bucket_size": hidden_size * hidden_size,
-        "stage3_param_persistence_threshold": 10 * hidden_size,
-        "stage3_prefetch_bucket_size": int(0.9 * hidden_size * hidden_size),
-    }
-    for key, value in sizes.items():
-        if zero.get(key, "auto") == "auto":
-            zero[key] = value
+    fill_zero_bucket_sizes(config, hidden_size)
     return config
 
 
