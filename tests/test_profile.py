@@ -6,7 +6,9 @@ import pytest
 import torch
 from transformers import DepthAnythingForDepthEstimation
 
+from hf_distill.evaluation.compare import ModelComparison
 from hf_distill.evaluation.profile import (
+    ModelProfile,
     ProfileSettings,
     TensorMemoryCounter,
     count_flops,
@@ -106,3 +108,40 @@ def test_profile_onnx_file_and_folder(tmp_path):
     assert profile.device.startswith("cpu (")
     with pytest.raises(FileNotFoundError, match="onnx/model.onnx"):
         onnx_model_path(tmp_path)
+
+
+def _profile(name, parameters, gflops, median, p90, throughput, memory, backend="pytorch"):
+    return ModelProfile(name=name, backend=backend, device="cpu (2 threads)", input_size=(112, 112),
+                        parameters=parameters, gflops=gflops, latency_ms={"median": median, "p90": p90},
+                        throughput=throughput, throughput_batch_size=4, peak_memory_mb=memory,
+                        memory_measure="weights + input + peak of live operator outputs (torch dispatcher)",
+                        settings={"repeats": 10, "warmup": 2, "dtype": "float32"})
+
+
+def test_comparison_ratios_and_table():
+    comparison = ModelComparison(
+        profiles={"teacher": _profile("teacher", 1_000_000, 2.0, 20.0, 25.0, 100.0, 50.0),
+                  "student": _profile("student", 250_000, 0.5, 10.0, 12.0, 250.0, 20.0),
+                  "s.onnx": _profile("s.onnx", 250_000, None, 5.0, 6.0, 400.0, None, backend="onnxruntime")},
+        metrics={"teacher": {"nyu": {"abs_rel": 0.10, "delta1": 0.9, "rmse": 0.5, "num_samples": 3}},
+                 "student": {"nyu": {"abs_rel": 0.12, "delta1": 0.8, "rmse": 0.6, "num_samples": 3}},
+                 "s.onnx": {"nyu": {"abs_rel": 0.12, "delta1": 0.8, "rmse": 0.6, "num_samples": 3}}},
+    )
+    ratios = comparison.ratios("student")
+    assert {k: ratios[k] for k in ("parameters", "gflops", "latency_ms", "throughput", "peak_memory_mb")} == {
+        "parameters": 0.25, "gflops": 0.25, "latency_ms": 0.5, "throughput": 2.5, "peak_memory_mb": 0.4}
+    assert ratios["nyu"] == {"abs_rel": pytest.approx(1.2), "delta1": pytest.approx(0.8 / 0.9), "rmse": 1.2}
+    assert comparison.ratios("s.onnx")["gflops"] is None and comparison.ratios("s.onnx")["peak_memory_mb"] is None
+    record = comparison.to_dict()
+    assert record["reference"] == "teacher" and record["models"]["student"]["latency_ms"] == {"median": 10.0,
+                                                                                              "p90": 12.0}
+    lines = comparison.markdown(highlight="student").splitlines()
+    assert lines[0].startswith("Measured on cpu (2 threads) with PyTorch eager and onnxruntime, float32")
+    assert lines[5:] == [
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| teacher | 112x112 | 1.00M | 2 | 20.0 / 25.0 | 100.0 | 50.0 | 0.1000 | 0.9000 | 0.5000 |",
+        "| **student** (this model) | 112x112 | 0.25M (×0.25) | 0.5 (×0.25) | 10.0 / 12.0 (×0.50) | 250.0 (×2.50) "
+        "| 20.0 (×0.40) | 0.1200 | 0.8000 | 0.6000 |",
+        "| s.onnx (onnxruntime) | 112x112 | 0.25M (×0.25) | — | 5.0 / 6.0 (×0.25) | 400.0 (×4.00) | — | 0.1200 "
+        "| 0.8000 | 0.6000 |",
+    ]

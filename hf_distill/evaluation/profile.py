@@ -26,7 +26,7 @@ import math
 import time
 import weakref
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -270,9 +270,12 @@ def onnx_parameters(path: str | Path) -> int:
 
 def profile_onnx(path: str | Path, settings: ProfileSettings, *, name: str | None = None) -> ModelProfile:
     """Measure an ONNX model with onnxruntime on CPU (input ``pixel_values``, float32), as ``profile_model`` does
-    (no FLOP count, no peak memory)."""
+    (no FLOP count, no peak memory). A graph with a fixed height and width is measured at its own size."""
     session = onnx_session(path)
-    input_name = session.get_inputs()[0].name
+    graph_input = session.get_inputs()[0]
+    input_name, (*_, height, width) = graph_input.name, graph_input.shape
+    if isinstance(height, int) and isinstance(width, int):
+        settings = replace(settings, height=height, width=width)
     single = _inputs(settings, 1).numpy()
     batch = _inputs(settings, settings.batch_size).numpy()
     latency = time_calls(lambda: session.run(None, {input_name: single}), warmup=settings.warmup,
