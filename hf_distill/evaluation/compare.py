@@ -179,7 +179,7 @@ class ModelComparison:
                     cell(f"{profile.gflops:.3g}", "gflops") if profile.gflops is not None else "—",
                     cell(f"{profile.latency_ms['median']:.1f} / {profile.latency_ms['p90']:.1f}", "latency_ms"),
                     cell(f"{profile.throughput:.1f}", "throughput"),
-                    "—" if profile.peak_memory_mb is None else cell(f"{profile.peak_memory_mb:.1f}", "peak_memory_mb"),
+                    cell(f"{profile.peak_memory_mb:.1f}", "peak_memory_mb") if profile.peak_memory_mb else "—",
                     *(f"{values[m]:.4f}" if m in values else "" for m in metrics),
                 ]
                 lines.append("| " + " | ".join(row) + " |")

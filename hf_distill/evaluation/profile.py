@@ -26,7 +26,7 @@ import math
 import time
 import weakref
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -81,6 +81,13 @@ class ModelProfile:
         result = asdict(self)
         result["input_size"] = list(self.input_size)
         return result
+
+    @classmethod
+    def from_dict(cls, record: dict) -> ModelProfile:
+        """The inverse of ``to_dict`` (extra keys, such as a comparison's ``metrics``, are ignored)."""
+        names = {f.name for f in fields(cls)}
+        values = {k: v for k, v in record.items() if k in names}
+        return cls(**{**values, "input_size": tuple(values["input_size"])})
 
 
 def count_parameters(model: torch.nn.Module) -> int:
