@@ -259,7 +259,7 @@ def onnx_session(path: str | Path, *, threads: int | None = None):
     try:
         import onnxruntime
     except ImportError as error:  # the optional onnx extra
-        raise ImportError("profiling an ONNX model needs onnxruntime: pip install onnx onnxruntime") from error
+        raise ImportError("profiling an ONNX model needs onnxruntime: pip install 'hf_distill[onnx]'") from error
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = threads or torch.get_num_threads()
     options.inter_op_num_threads = 1
@@ -267,8 +267,12 @@ def onnx_session(path: str | Path, *, threads: int | None = None):
 
 
 def onnx_parameters(path: str | Path) -> int:
-    """The number of values in the floating-point initializers of an ONNX graph (its weights)."""
-    import onnx
+    """The number of values in the floating-point initializers of an ONNX graph (its weights; parameters the graph
+    never uses, such as Depth Anything's ``mask_token``, are not in it)."""
+    try:
+        import onnx
+    except ImportError as error:  # the optional onnx extra
+        raise ImportError("counting an ONNX model's parameters needs onnx: pip install 'hf_distill[onnx]'") from error
 
     model = onnx.load(str(onnx_model_path(path)))
     floating = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16, onnx.TensorProto.DOUBLE}
