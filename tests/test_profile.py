@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 import torch
 from transformers import DepthAnythingForDepthEstimation
@@ -145,3 +147,11 @@ def test_comparison_ratios_and_table():
         "| s.onnx (onnxruntime) | 112x112 | 0.25M (×0.25) | — | 5.0 / 6.0 (×0.25) | 400.0 (×4.00) | — | 0.1200 "
         "| 0.8000 | 0.6000 |",
     ]
+
+
+def test_plot_without_matplotlib_says_what_to_install(tmp_path, monkeypatch):
+    comparison = ModelComparison(profiles={"teacher": _profile("teacher", 10, 1.0, 2.0, 3.0, 4.0, 5.0)},
+                                 metrics={"teacher": {"nyu": {"abs_rel": 0.1}}})
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
+    with pytest.raises(ImportError, match=r"needs matplotlib: pip install 'hf_distill\[bench\]'"):
+        comparison.plot(tmp_path / "plot.png")
