@@ -179,7 +179,7 @@ def test_compare_teacher_student_and_its_onnx_export(setup, tmp_path):
     assert _load_script().main([
         "--model", ",".join(models), "--benchmark", "nyu", "--data_dir", str(root / "nyu"),
         "--split_file", str(splits["nyu"]), "--processing_res", "56", "--profile_batch_size", "2",
-        "--profile_repeats", "3", "--output_json", str(out), "--update_card"]) == 0
+        "--profile_repeats", "3", "--profile_threads", "1", "--output_json", str(out), "--update_card"]) == 0
 
     result = json.loads(out.read_text())
     assert result["reference"] == str(teacher) and list(result["models"]) == models
@@ -210,7 +210,8 @@ def test_compare_teacher_student_and_its_onnx_export(setup, tmp_path):
     assert [line.split(" | ")[0] for line in body] == ["| model", "| student", "| student/onnx (onnxruntime)"]
     assert "(×" not in body[0] and "(×" in body[1]
     card = (student_dir / "README.md").read_text()
-    assert "## Size and speed" in card and "**student** (this model)" in card and "cpu (" in card
+    assert "## Size and speed" in card and "**student** (this model)" in card and "cpu (1 thread)" in card
+    assert all(row["device"] == "cpu (1 thread)" for row in rows.values())
     assert ModelCard.load(student_dir / "README.md").data.eval_results  # its accuracy too
 
 

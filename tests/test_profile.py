@@ -82,6 +82,9 @@ def test_profile_a_depth_model():
     assert profile.parameters == sum(p.numel() for p in model.parameters())
     assert profile.input_size == (28, 42) and profile.backend == "pytorch"
     assert profile.device == f"cpu ({torch.get_num_threads()} thread{'s' if torch.get_num_threads() > 1 else ''})"
+    threads = torch.get_num_threads()
+    one = profile_model(model, ProfileSettings(height=28, width=28, repeats=1, throughput_repeats=1, threads=1))
+    assert one.device == "cpu (1 thread)" and one.settings["threads"] == 1 and torch.get_num_threads() == threads
     assert profile.gflops * 1e9 == count_flops(model.eval(), torch.randn(1, 3, 28, 42))
     assert 0 < profile.latency_ms["median"] <= profile.latency_ms["p90"]
     assert profile.throughput > 0 and profile.throughput_batch_size == 2

@@ -277,6 +277,7 @@ def compare_models(
     profile_batch_size: int = 4,
     profile_warmup: int = 2,
     profile_repeats: int = 10,
+    profile_threads: int | None = None,
 ) -> ModelComparison:
     """Evaluate and profile several models, the first being the reference of every ratio (usually the teacher).
 
@@ -285,7 +286,7 @@ def compare_models(
         datasets: ``{benchmark name: samples}`` (``load_benchmark``), each evaluated with its depth range.
         processing_res: the evaluation's and profiling's input size (default: each model's processor size).
         profile_*: ``ProfileSettings``: batch of the throughput and peak-memory figures, untimed and timed forwards
-            at batch 1.
+            at batch 1, CPU threads.
 
     Under a multi-process launch, samples are split across processes and profiling runs on the main process
     only (other processes return a comparison without profiles).
@@ -301,7 +302,7 @@ def compare_models(
         if state.is_main_process:
             height, width = processing_size(processor, processing_res)
             settings = ProfileSettings(height=height, width=width, batch_size=profile_batch_size,
-                                       warmup=profile_warmup, repeats=profile_repeats)
+                                       warmup=profile_warmup, repeats=profile_repeats, threads=profile_threads)
             profiles[name] = profile_compared_model(name, model, settings)
         del model
         state.wait_for_everyone()

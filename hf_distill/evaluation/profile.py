@@ -26,6 +26,7 @@ import math
 import time
 import weakref
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
@@ -43,7 +44,8 @@ ONNX_INPUT = "pixel_values"
 @dataclass
 class ProfileSettings:
     """How models are profiled. ``height`` x ``width``: the input size (the processing resolution, multiples of the
-    patch size); ``batch_size``: the batch of the throughput and peak-memory figures."""
+    patch size); ``batch_size``: the batch of the throughput and peak-memory figures; ``threads``: CPU intra-op
+    threads during the measurement (None: torch's current count)."""
 
     height: int
     width: int
@@ -51,6 +53,7 @@ class ProfileSettings:
     warmup: int = 2
     repeats: int = 10
     throughput_repeats: int = 3
+    threads: int | None = None
 
     def __post_init__(self):
         for name in ("height", "width", "batch_size", "repeats", "throughput_repeats"):
@@ -58,6 +61,8 @@ class ProfileSettings:
                 raise ValueError(f"profile {name} must be at least 1, got {getattr(self, name)}")
         if self.warmup < 0:
             raise ValueError(f"profile warmup must be at least 0, got {self.warmup}")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"profile threads must be at least 1, got {self.threads}")
 
 
 @dataclass
@@ -204,15 +209,31 @@ def device_description(device: torch.device | str) -> str:
     return f"{device.type} ({threads} thread{'s' if threads != 1 else ''})"
 
 
+@contextmanager
+def cpu_threads(threads: int | None):
+    """torch's intra-op thread count set to ``threads`` inside the block (unchanged for None)."""
+    previous = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 def _inputs(settings: ProfileSettings, batch_size: int) -> torch.Tensor:
     generator = torch.Generator().manual_seed(0)
     return torch.randn(batch_size, 3, settings.height, settings.width, generator=generator)
 
 
-@torch.no_grad()
 def profile_model(model: torch.nn.Module, settings: ProfileSettings, *, name: str = "model") -> ModelProfile:
     """Measure a PyTorch model in eager mode on the device and dtype of its parameters (it is put in eval mode for
-    the measurement and restored after)."""
+    the measurement and restored after), with ``settings.threads`` CPU threads."""
+    with cpu_threads(settings.threads), torch.no_grad():
+        return _profile_model(model, settings, name)
+
+
+def _profile_model(model: torch.nn.Module, settings: ProfileSettings, name: str) -> ModelProfile:
     parameter = next(model.parameters())
     device, dtype = parameter.device, parameter.dtype
     was_training = model.training
@@ -282,7 +303,7 @@ def onnx_parameters(path: str | Path) -> int:
 def profile_onnx(path: str | Path, settings: ProfileSettings, *, name: str | None = None) -> ModelProfile:
     """Measure an ONNX model with onnxruntime on CPU (input ``pixel_values``, float32), as ``profile_model`` does
     (no FLOP count, no peak memory). A graph with a fixed height and width is measured at its own size."""
-    session = onnx_session(path)
+    session = onnx_session(path, threads=settings.threads)
     graph_input = session.get_inputs()[0]
     input_name, (*_, height, width) = graph_input.name, graph_input.shape
     if isinstance(height, int) and isinstance(width, int):

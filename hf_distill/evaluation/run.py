@@ -72,6 +72,9 @@ class EvaluationArguments:
     profile_repeats: int = field(
         default=10, metadata={"help": "With several models: timed forwards at batch 1 (after 2 warm-up ones)."}
     )
+    profile_threads: int | None = field(
+        default=None, metadata={"help": "With several models: CPU threads while timing (default: torch's count)."}
+    )
 
 
 def benchmark_names(benchmark: str) -> list[str]:
@@ -178,7 +181,7 @@ def run_comparison(args: EvaluationArguments) -> ModelComparison:
     comparison = compare_models(
         models, datasets, arch=args.arch, alignment=args.alignment, batch_size=args.batch_size,
         processing_res=args.processing_res, profile_batch_size=args.profile_batch_size,
-        profile_repeats=args.profile_repeats,
+        profile_repeats=args.profile_repeats, profile_threads=args.profile_threads,
     )
     if accelerator_state().is_main_process:
         print(comparison.markdown())
