@@ -2,8 +2,9 @@
 
 ``run_demo()`` (what ``python scripts/distill.py`` runs with no arguments) evaluates the teacher and the untrained
 student on held-out generated scenes with exact depth, runs the real distillation pipeline of the shipped recipe
-``hf_distill/configs/demo.yaml`` (training scenes generated on the fly), evaluates the student again and writes
-``demo_report.json`` beside the student folder.
+``hf_distill/configs/demo.yaml`` (training scenes generated on the fly), evaluates the student again, measures the
+size and speed of the teacher and the saved student (``evaluation.profile``) and writes ``demo_report.json`` beside
+the student folder.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +22,9 @@ from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation
 
 from hf_distill.data.synthetic import render_scene
 from hf_distill.evaluation.benchmarks import EvalSample
+from hf_distill.evaluation.compare import ModelComparison
 from hf_distill.evaluation.predict import evaluate_model
+from hf_distill.evaluation.profile import ModelProfile, ProfileSettings, profile_model
 from hf_distill.hub import eval_results_to_hub, evaluation_table, update_model_card
 from hf_distill.models import PACKAGE_MODELS, load_depth_model, tiny_depth_config
 from hf_distill.training.cli import parse_distill_args
@@ -35,6 +39,10 @@ DEMO_PROCESSING_SIZE = 112
 EVAL_SCENE_SIZE = (168, 224)
 EVAL_DEPTH_RANGE = (1e-3, 20.0)
 REPORT_METRICS = ("abs_rel", "delta1", "rmse")
+# Few repeats and a small batch: the demo's wall time budget (the table adds about a CPU-second). One thread: tiny
+# models gain little from more, and one thread's figures are the least disturbed by other work on the machine.
+PROFILE_SETTINGS = ProfileSettings(height=DEMO_PROCESSING_SIZE, width=DEMO_PROCESSING_SIZE, batch_size=4, warmup=2,
+                                   repeats=10, throughput_repeats=3, threads=1)
 
 
 def demo_teacher_config() -> DepthAnythingConfig:
@@ -124,19 +132,44 @@ def run_demo(argv: list[str] | tuple[str, ...] = (), *, num_eval_scenes: int = 2
     if not is_main:
         return None
     report["student_after"] = after
-    report = {name: {k: float(v) for k, v in metrics.items()} for name, metrics in report.items()}
+    start = time.perf_counter()
+    profiles = measure_size_and_speed(model_args.teacher_models[0], output_dir)
+    profile_seconds = time.perf_counter() - start
+    report = {name: {**{k: float(v) for k, v in metrics.items()},
+                     "profile": profiles["teacher" if name == "teacher" else "student"].to_dict()}
+              for name, metrics in report.items()}
     (output_dir / "demo_report.json").write_text(json.dumps(report, indent=2) + "\n")
-    update_model_card(output_dir, {HELDOUT_BENCHMARK: report["student_after"]})
+    card_rows = {model_args.teacher_models[0]: report["teacher"], output_dir.name: report["student_after"]}
+    update_model_card(output_dir, {HELDOUT_BENCHMARK: report["student_after"]},
+                      size_speed=report_comparison(card_rows).markdown(highlight=output_dir.name,
+                                                                       metrics=REPORT_METRICS))
     print(format_report(report))
+    print(f"(size and speed measured in {profile_seconds:.1f} s)")
     print(f"\nDemo outputs in {output_dir}/: demo_report.json, the student folder (config.json, "
           "model.safetensors, preprocessor_config.json, README.md), student_final.safetensors, "
           "visualizations/, train.log")
     return report
 
 
-def format_report(report: dict[str, dict[str, float]]) -> str:
-    """The demo's results as a Markdown table."""
-    lines = ["| model | " + " | ".join(REPORT_METRICS) + " |", "|---" * (len(REPORT_METRICS) + 1) + "|"]
-    for name, metrics in report.items():
-        lines.append(f"| {name} | " + " | ".join(f"{metrics[m]:.4f}" for m in REPORT_METRICS) + " |")
-    return "\n".join(lines)
+def measure_size_and_speed(teacher: str, student_dir: str | Path) -> dict[str, ModelProfile]:
+    """``{"teacher": ..., "student": ...}``: the size and speed of the teacher and of the student as saved in
+    ``student_dir`` (what a user loads), measured with ``PROFILE_SETTINGS`` (CPU, one thread)."""
+    return {
+        "teacher": profile_model(load_depth_model(teacher), PROFILE_SETTINGS, name=teacher),
+        "student": profile_model(load_depth_model(str(student_dir)), PROFILE_SETTINGS, name=Path(student_dir).name),
+    }
+
+
+def report_comparison(report: dict[str, dict]) -> ModelComparison:
+    """The demo report's rows (metrics and their ``profile``) as a comparison on the held-out scenes; the first row
+    is the reference of the ratios."""
+    return ModelComparison(
+        profiles={name: ModelProfile.from_dict(entry["profile"]) for name, entry in report.items()},
+        metrics={name: {HELDOUT_BENCHMARK: {k: v for k, v in entry.items() if k != "profile"}}
+                 for name, entry in report.items()},
+    )
+
+
+def format_report(report: dict[str, dict]) -> str:
+    """The demo's results as Markdown: size and speed next to the held-out metrics, ratios against the teacher."""
+    return report_comparison(report).markdown(metrics=REPORT_METRICS)

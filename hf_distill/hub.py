@@ -60,6 +60,9 @@ _EVAL_START = "<!-- hf_distill:evaluation:start -->"
 _EVAL_END = "<!-- hf_distill:evaluation:end -->"
 _ONNX_START = "<!-- hf_distill:onnx:start -->"
 _ONNX_END = "<!-- hf_distill:onnx:end -->"
+_SIZE_START = "<!-- hf_distill:size-speed:start -->"
+_SIZE_END = "<!-- hf_distill:size-speed:end -->"
+SIZE_SPEED_PLACEHOLDER = "Not measured yet."
 _METRIC_HEADERS = {
     "abs_rel": "AbsRel ↓",
     "sq_rel": "SqRel ↓",
@@ -316,6 +319,7 @@ def build_model_card(
     results: list[EvalResult] | None = None,
     license: str | None = None,
     onnx: bool = False,
+    size_speed: str | None = None,
 ) -> ModelCard:
     """Render the card of a distilled student.
 
@@ -332,6 +336,8 @@ def build_model_card(
         license: the user's licence; a CC-BY-NC-4.0 teacher or base model overrides it (with a warning).
         onnx: whether the student has an ONNX export (``onnx/model.onnx``): the card then shows its onnxruntime
             snippet.
+        size_speed: the "Size and speed" section's Markdown (``ModelComparison.markdown``; kept from an earlier card
+            with ``existing_size_speed``); default: how to measure it.
     """
     resolved_license, license_reason = resolve_license(teachers, base_model, license)
     entries = merge_eval_results(results or [], eval_results_to_hub(eval_results or {}))
@@ -360,6 +366,7 @@ def build_model_card(
         hyperparameters_table=_hyperparameters_table(hyperparameters),
         evaluation_table=evaluation_table(entries),
         onnx_usage=onnx_usage(model_name) if onnx else "",
+        size_speed=size_speed or SIZE_SPEED_PLACEHOLDER,
     )
 
 
@@ -413,33 +420,43 @@ def add_onnx_usage(card_path: str | Path) -> None:
     card.save(path)
 
 
-def update_model_card(model_dir: str | Path, eval_results: dict[str, dict[str, float]]) -> ModelCard:
-    """Write evaluation results into ``model_dir/README.md`` and return the card.
+def _replace_block(text: str, start: str, end: str, content: str, section: str) -> str:
+    """``text`` with the lines between the ``start`` and ``end`` markers replaced by ``content`` (appended as a new
+    ``## section`` when the markers are missing)."""
+    block = f"{start}\n{content}\n{end}"
+    if start in text and end in text:
+        head, rest = text.split(start, 1)
+        return head + block + rest.split(end, 1)[1]
+    return text.rstrip("\n") + f"\n\n## {section}\n\n{block}\n"
+
+
+def update_model_card(
+    model_dir: str | Path, eval_results: dict[str, dict[str, float]], *, size_speed: str | None = None
+) -> ModelCard:
+    """Write evaluation results (and, when given, the "Size and speed" section) into ``model_dir/README.md`` and
+    return the card.
 
     An existing card keeps its text and metadata: model-index entries for the same dataset and metric
     get the new value, others (training-time evaluation included) are kept, and the evaluation table between
-    the hf_distill markers is regenerated (appended as a new section when the card has no markers). Without a
-    card, a new one is rendered (teachers unknown).
+    the hf_distill markers is regenerated (appended as a new section when the card has no markers); so is the
+    size-and-speed section. Without a card, a new one is rendered (teachers unknown).
     """
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
         raise FileNotFoundError(f"model folder {model_dir} not found")
     path = model_dir / README
     if not path.is_file():
-        card = build_model_card(model_name=model_dir.name, base_model=None, teachers=[], eval_results=eval_results)
+        card = build_model_card(model_name=model_dir.name, base_model=None, teachers=[], eval_results=eval_results,
+                                size_speed=size_speed)
         card.save(path)
         return card
     card = ModelCard.load(path)
     entries = merge_eval_results(card.data.eval_results or [], eval_results_to_hub(eval_results))
     card.data.eval_results = entries
     card.data.model_name = card.data.model_name or model_dir.name
-    block = f"{_EVAL_START}\n{evaluation_table(entries)}\n{_EVAL_END}"
-    text = card.text
-    if _EVAL_START in text and _EVAL_END in text:
-        head, rest = text.split(_EVAL_START, 1)
-        text = head + block + rest.split(_EVAL_END, 1)[1]
-    else:
-        text = text.rstrip("\n") + f"\n\n## Evaluation\n\n{block}\n"
+    text = _replace_block(card.text, _EVAL_START, _EVAL_END, evaluation_table(entries), "Evaluation")
+    if size_speed is not None:
+        text = _replace_block(text, _SIZE_START, _SIZE_END, size_speed, "Size and speed")
     card.text = text
     card.save(path)
     return card
@@ -449,6 +466,18 @@ def existing_results(model_dir: str | Path) -> list[EvalResult]:
     """The model-index entries of ``model_dir/README.md`` (none without a card)."""
     path = Path(model_dir) / README
     return (ModelCard.load(path).data.eval_results or []) if path.is_file() else []
+
+
+def existing_size_speed(model_dir: str | Path) -> str | None:
+    """The measured "Size and speed" section of ``model_dir/README.md`` (None without a card or a measurement)."""
+    path = Path(model_dir) / README
+    if not path.is_file():
+        return None
+    text = path.read_text()
+    if _SIZE_START not in text or _SIZE_END not in text:
+        return None
+    content = text.split(_SIZE_START, 1)[1].split(_SIZE_END, 1)[0].strip("\n")
+    return None if content == SIZE_SPEED_PLACEHOLDER else content
 
 
 # ---- push ------------------------------------------------------------------------------------------------

@@ -4,6 +4,14 @@
     python scripts/evaluate.py --model OUT_DIR --benchmark nyu --data_dir data/nyuv2/nyu_labeled_extracted.tar \
         --output_json results.json --update_card
     accelerate launch scripts/evaluate.py --model depthanything-small --benchmark nyu,kitti --data_dir data/eval
+    python scripts/evaluate.py --model depthanything-large,OUT_DIR,OUT_DIR/onnx/model.onnx --benchmark nyu \
+        --data_dir data/eval/nyu --output_json compare/nyu.json --update_card
+
+Several comma-separated models (the teacher or reference first) are compared: one table per benchmark with
+parameters, GFLOPs at the processing resolution, latency at batch 1 (median / p90), throughput and peak memory at
+--profile_batch_size, and the metrics, with ratios against the first model; --output_json also writes the
+Markdown (.md) and a PNG of accuracy against latency beside the JSON; --update_card writes the size-and-speed
+table into the card of every local model folder after the first. A path ending in .onnx runs with onnxruntime.
 
 With several benchmarks, ``--data_dir`` is either a comma-separated list (one root per benchmark) or a
 parent folder holding ``<name>/`` or ``<name>.tar`` for each. Under ``accelerate launch`` the samples

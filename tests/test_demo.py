@@ -9,7 +9,18 @@ from huggingface_hub import ModelCard
 from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation
 
 from conftest import CARD_ROUNDING, run_python_snippets
-from hf_distill.demo import DEMO_STUDENT, DEMO_TEACHER, demo_student_config, demo_teacher_config, run_demo
+from hf_distill.demo import (
+    DEMO_STUDENT,
+    DEMO_TEACHER,
+    demo_student_config,
+    demo_teacher_config,
+    format_report,
+    run_demo,
+)
+
+
+def demo_teacher_model() -> DepthAnythingForDepthEstimation:
+    return DepthAnythingForDepthEstimation.from_pretrained(DEMO_TEACHER)
 
 
 def structure(config: DepthAnythingConfig) -> tuple:
@@ -38,6 +49,18 @@ def test_demo_end_to_end_at_reduced_size(tmp_path):
     assert json.loads((out / "demo_report.json").read_text()) == report
     for metrics in report.values():
         assert 0 < metrics["abs_rel"] < 10 and 0 <= metrics["delta1"] <= 1
+    # size and speed: the teacher's and the saved student's (the same network before and after training)
+    teacher_profile, student_profile = report["teacher"]["profile"], report["student_after"]["profile"]
+    assert report["student_before"]["profile"] == student_profile
+    assert teacher_profile["parameters"] == sum(p.numel() for p in demo_teacher_model().parameters())
+    assert student_profile["parameters"] == sum(
+        p.numel() for p in DepthAnythingForDepthEstimation(demo_student_config()).parameters())
+    assert student_profile["input_size"] == teacher_profile["input_size"] == [112, 112]
+    assert 0 < student_profile["gflops"] < teacher_profile["gflops"]
+    assert 0 < student_profile["latency_ms"]["median"] <= student_profile["latency_ms"]["p90"]
+    table = format_report(report).splitlines()
+    assert [line.split(" | ")[0] for line in table[-3:]] == ["| teacher", "| student_before", "| student_after"]
+    assert "(×0.29)" in table[-1]  # 0.36M / 1.23M parameters
     model, info = DepthAnythingForDepthEstimation.from_pretrained(out, output_loading_info=True)
     assert not info["missing_keys"] and not info["unexpected_keys"]
     assert (out / "student_final.safetensors").is_file() and (out / "visualizations" / "step_0000002.png").is_file()
@@ -46,6 +69,7 @@ def test_demo_end_to_end_at_reduced_size(tmp_path):
     assert any(r.dataset_name == "generated-scenes-heldout" and r.metric_type == "abs_rel" and
                r.metric_value == pytest.approx(report["student_after"]["abs_rel"], rel=0, abs=CARD_ROUNDING)
                for r in results)
+    assert "## Size and speed" in card.text and "| **demo** (this model) | 112x112 | 0.36M (×0.29) |" in card.text
 
 
 @pytest.mark.slow

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import torch
 import pytest
 from huggingface_hub import ModelCard
 from PIL import Image
@@ -151,3 +152,75 @@ def test_samples_without_valid_pixels_are_left_out_of_the_summary(setup):
                                    processing_res=56)
     assert len(rows) == 2 and np.isnan(rows[1]["abs_rel"])
     assert summary["num_samples"] == 1 and summary["abs_rel"] == rows[0]["abs_rel"]
+
+
+def test_compare_teacher_student_and_its_onnx_export(setup, tmp_path):
+    """--model A,B,C: one table with size and speed next to accuracy, ratios against A, JSON + Markdown + PNG, and
+    the student's card gains its size-and-speed table; the ONNX row runs with onnxruntime."""
+    import warnings
+
+    root, splits = setup
+    teacher = root / "model"
+    student_dir = tmp_path / "student"
+    student = DepthAnythingForDepthEstimation(tiny_depth_config(
+        hidden_size=16, num_attention_heads=2, neck_hidden_sizes=[4, 8, 16, 16], fusion_hidden_size=8)).eval()
+    student.save_pretrained(student_dir)
+    default_image_processor().save_pretrained(student_dir)
+    onnx_file = student_dir / "onnx" / "model.onnx"
+    onnx_file.parent.mkdir()
+    # The fixture's 640x480 images become 70x56 inputs at --processing_res 56: export at that size.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(student, (torch.randn(1, 3, 56, 70),), str(onnx_file), input_names=["pixel_values"],
+                          output_names=["predicted_depth"], dynamic_axes={"pixel_values": {0: "batch"}},
+                          dynamo=False)
+    models = [str(teacher), str(student_dir), str(onnx_file)]
+    out = tmp_path / "out" / "compare.json"
+    assert _load_script().main([
+        "--model", ",".join(models), "--benchmark", "nyu", "--data_dir", str(root / "nyu"),
+        "--split_file", str(splits["nyu"]), "--processing_res", "56", "--profile_batch_size", "2",
+        "--profile_repeats", "3", "--profile_threads", "1", "--output_json", str(out), "--update_card"]) == 0
+
+    result = json.loads(out.read_text())
+    assert result["reference"] == str(teacher) and list(result["models"]) == models
+    rows = result["models"]
+    sizes = [sum(p.numel() for p in m.parameters()) for m in (load_model_and_processor(str(teacher))[0], student)]
+    assert [rows[m]["parameters"] for m in models[:2]] == sizes
+    assert 0 < rows[str(onnx_file)]["parameters"] <= sizes[1]  # the graph's weights (unused ones are left out)
+    assert rows[str(student_dir)]["ratios"]["parameters"] == pytest.approx(sizes[1] / sizes[0])
+    for name, row in rows.items():
+        assert set(row) >= {"parameters", "gflops", "latency_ms", "throughput", "peak_memory_mb", "metrics", "ratios",
+                            "device", "input_size", "settings"}
+        assert 0 < row["latency_ms"]["median"] <= row["latency_ms"]["p90"] and row["throughput"] > 0
+        assert set(row["metrics"]["nyu"]) == {*METRIC_NAMES, "num_samples"}
+        assert row["ratios"]["latency_ms"] == pytest.approx(
+            row["latency_ms"]["median"] / rows[str(teacher)]["latency_ms"]["median"])
+    assert rows[str(teacher)]["ratios"]["parameters"] == 1.0 and rows[str(teacher)]["ratios"]["nyu"]["abs_rel"] == 1.0
+    assert rows[str(onnx_file)]["backend"] == "onnxruntime" and rows[str(onnx_file)]["gflops"] is None
+    # PyTorch at --processing_res squared; the ONNX graph at its fixed size
+    assert [rows[m]["input_size"] for m in models] == [[56, 56], [56, 56], [56, 70]]
+    assert rows[str(student_dir)]["gflops"] < rows[str(teacher)]["gflops"]
+    # onnxruntime and PyTorch eager evaluate the same network to the same metrics
+    assert rows[str(onnx_file)]["metrics"]["nyu"] == pytest.approx(rows[str(student_dir)]["metrics"]["nyu"], rel=1e-3)
+
+    assert out.with_name("compare_accuracy_latency.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    table = out.with_suffix(".md").read_text().splitlines()
+    assert "**nyu**" in table
+    body = [line for line in table if line.startswith("| ") and not line.startswith(("| model | input", "| ---"))]
+    assert [line.split(" | ")[0] for line in body] == ["| model", "| student", "| student/onnx (onnxruntime)"]
+    assert "(×" not in body[0] and "(×" in body[1]
+    card = (student_dir / "README.md").read_text()
+    assert "## Size and speed" in card and "**student** (this model)" in card and "cpu (1 thread)" in card
+    assert all(row["device"] == "cpu (1 thread)" for row in rows.values())
+    assert ModelCard.load(student_dir / "README.md").data.eval_results  # its accuracy too
+
+
+def test_compare_errors(setup, capsys):
+    root, _ = setup
+    script = _load_script()
+    model = str(root / "model")
+    assert script.main(["--model", f"{model},{model}", "--benchmark", "nyu", "--data_dir", str(root / "nyu")]) == 1
+    assert "--model: a comparison needs distinct models" in capsys.readouterr().err
+    assert script.main(["--model", f"{model},depthanything-small", "--benchmark", "nyu", "--data_dir", "x",
+                        "--update_card"]) == 1
+    assert "--update_card needs a local model folder after the first --model" in capsys.readouterr().err

@@ -5,7 +5,7 @@ import warnings
 import pytest
 from huggingface_hub import ModelCard
 
-from hf_distill.hub import build_model_card, push_student_to_hub, update_model_card
+from hf_distill.hub import build_model_card, existing_size_speed, push_student_to_hub, update_model_card
 
 NYU = {"abs_rel": 0.05, "delta1": 0.97, "rmse": 0.2, "num_samples": 654}
 
@@ -134,6 +134,25 @@ def test_update_appends_section_to_foreign_card(tmp_path):
     assert "## Evaluation" in card.text and "| ScanNet | 0.1000 |" in card.text
     with pytest.raises(FileNotFoundError, match="missing"):
         update_model_card(tmp_path / "missing", {"nyu": NYU})
+
+
+def test_size_and_speed_section_is_replaced_and_kept_across_renders(tmp_path):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        card = build_model_card(model_name="s", base_model=None, teachers=["depthanything-small"])
+    card.save(tmp_path / "README.md")
+    assert "## Size and speed" in card.text and existing_size_speed(tmp_path) is None  # the placeholder
+    update_model_card(tmp_path, {"nyu": NYU}, size_speed="| model | parameters |\n| --- | --- |\n| s | 0.36M |")
+    update_model_card(tmp_path, {"nyu": NYU}, size_speed="| model | parameters |\n| --- | --- |\n| s | 0.30M |")
+    update_model_card(tmp_path, {"nyu": NYU})  # accuracy only: the section stays
+    text = (tmp_path / "README.md").read_text()
+    assert text.count("<!-- hf_distill:size-speed:start -->") == 1 and "0.36M" not in text
+    assert existing_size_speed(tmp_path) == "| model | parameters |\n| --- | --- |\n| s | 0.30M |"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        rendered = build_model_card(model_name="s", base_model=None, teachers=["depthanything-small"],
+                                    size_speed=existing_size_speed(tmp_path))
+    assert "| s | 0.30M |" in rendered.text and "Not measured yet." not in rendered.text
 
 
 def test_push_uploads_exactly_the_student_folder(tmp_path, fake_hub):

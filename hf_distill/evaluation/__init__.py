@@ -1,4 +1,4 @@
-"""Evaluation: depth metrics, benchmark readers and model evaluation."""
+"""Evaluation: depth metrics, benchmark readers, model evaluation, and size and speed next to accuracy."""
 
 from hf_distill.evaluation.benchmarks import (
     BENCHMARKS,
@@ -8,6 +8,7 @@ from hf_distill.evaluation.benchmarks import (
     EvalSample,
     load_benchmark,
 )
+from hf_distill.evaluation.compare import ModelComparison, OnnxDepthModel, compare_models
 from hf_distill.evaluation.metrics import (
     METRIC_NAMES,
     batch_depth_metrics,
@@ -17,6 +18,7 @@ from hf_distill.evaluation.metrics import (
     summarize_rows,
 )
 from hf_distill.evaluation.predict import evaluate_model, load_model_and_processor, predict_depth
+from hf_distill.evaluation.profile import ModelProfile, ProfileSettings, profile_model, profile_onnx
 
 __all__ = [
     "BENCHMARKS",
@@ -25,7 +27,12 @@ __all__ = [
     "BenchmarkSpec",
     "DatasetSamples",
     "EvalSample",
+    "ModelComparison",
+    "ModelProfile",
+    "OnnxDepthModel",
+    "ProfileSettings",
     "batch_depth_metrics",
+    "compare_models",
     "evaluate_depth",
     "evaluate_model",
     "load_benchmark",
@@ -33,5 +40,7 @@ __all__ = [
     "load_model_and_processor",
     "mean_depth_metrics",
     "predict_depth",
+    "profile_model",
+    "profile_onnx",
     "summarize_rows",
 ]

@@ -3,6 +3,10 @@
 Under ``accelerate launch`` (or torchrun) each benchmark's samples are split across processes and the
 per-sample rows gathered on the main process, which prints the table and writes the outputs: the summary
 JSON, one per-sample CSV per benchmark and, optionally, the model card's evaluation results.
+
+Several models (``--model A,B,...``, the reference first) are compared instead (``compare_models``): each is
+evaluated the same way and profiled on the main process (size and speed, ``evaluation.profile``); the outputs are
+the comparison's JSON, Markdown tables and accuracy-latency PNG and, optionally, the cards of the later models.
 """
 
 from __future__ import annotations
@@ -12,12 +16,17 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from accelerate import PartialState
-from accelerate.utils import gather_object, parse_flag_from_env
-
 from hf_distill.evaluation.benchmarks import BENCHMARKS, load_benchmark
+from hf_distill.evaluation.compare import (
+    ModelComparison,
+    accelerator_state,
+    check_model_list,
+    compare_models,
+    evaluate_benchmarks,
+)
 from hf_distill.evaluation.metrics import ALIGNMENTS, METRIC_NAMES
-from hf_distill.evaluation.predict import evaluate_model, load_model_and_processor, summarize_rows
+from hf_distill.evaluation.predict import load_model_and_processor
+from hf_distill.evaluation.profile import is_onnx_model
 from hf_distill.hub import update_model_card
 
 
@@ -25,7 +34,11 @@ from hf_distill.hub import update_model_card
 class EvaluationArguments:
     """What to evaluate, on which benchmarks, and where the results go."""
 
-    model: str = field(metadata={"help": "Alias, Hub id, model folder, or a weights file with --arch."})
+    model: str = field(
+        metadata={"help": "Alias, Hub id, model folder, or a weights file with --arch. Several, comma-separated "
+                  "(the teacher or reference first; a path ending in .onnx runs with onnxruntime): compare them, "
+                  "size and speed next to accuracy."}
+    )
     benchmark: str = field(metadata={"help": f"Comma-separated benchmarks: {', '.join(BENCHMARKS)}."})
     data_dir: str = field(
         metadata={"help": "Benchmark root(s), folder or .tar: one per benchmark (comma-separated), or a parent "
@@ -49,7 +62,18 @@ class EvaluationArguments:
         default=None, metadata={"help": "Per-sample CSVs (default: next to --output_json)."}
     )
     update_card: bool = field(
-        default=False, metadata={"help": "Write the results into the model folder's README.md."}
+        default=False,
+        metadata={"help": "Write the results into the model folder's README.md (with several models: into the card "
+                  "of every local model folder after the first, with the size-and-speed table)."},
+    )
+    profile_batch_size: int = field(
+        default=4, metadata={"help": "With several models: the batch of the throughput and peak-memory figures."}
+    )
+    profile_repeats: int = field(
+        default=10, metadata={"help": "With several models: timed forwards at batch 1 (after 2 warm-up ones)."}
+    )
+    profile_threads: int | None = field(
+        default=None, metadata={"help": "With several models: CPU threads while timing (default: torch's count)."}
     )
 
 
@@ -132,43 +156,66 @@ def write_outputs(
         print(f"model card updated: {Path(args.model) / 'README.md'}")
 
 
+def update_cards(comparison: ModelComparison) -> list[Path]:
+    """Write each local model folder after the first into its own card: its results and the size-and-speed tables
+    (itself highlighted). Returns the cards written."""
+    cards = []
+    for name in comparison.names[1:]:
+        if is_onnx_model(name) or not Path(name).is_dir():
+            continue
+        update_model_card(name, comparison.metrics[name], size_speed=comparison.markdown(highlight=name))
+        cards.append(Path(name) / "README.md")
+    return cards
+
+
+def run_comparison(args: EvaluationArguments) -> ModelComparison:
+    """``args.model`` lists several models: ``compare_models`` on ``args.benchmark``; the main process prints the
+    tables and writes the JSON (with the Markdown and the PNG beside it) and the cards as ``args`` asks."""
+    models = [name.strip() for name in args.model.split(",") if name.strip()]
+    check_model_list(models)
+    names = benchmark_names(args.benchmark)
+    if args.update_card and not any(Path(m).is_dir() and not is_onnx_model(m) for m in models[1:]):
+        raise ValueError("--update_card needs a local model folder after the first --model")
+    roots, lists = benchmark_roots(names, args.data_dir), split_files(names, args.split_file)
+    datasets = {n: load_benchmark(n, roots[n], lists[n], args.max_samples) for n in names}
+    comparison = compare_models(
+        models, datasets, arch=args.arch, alignment=args.alignment, batch_size=args.batch_size,
+        processing_res=args.processing_res, profile_batch_size=args.profile_batch_size,
+        profile_repeats=args.profile_repeats, profile_threads=args.profile_threads,
+    )
+    if accelerator_state().is_main_process:
+        print(comparison.markdown())
+        if args.output_json:
+            for path in comparison.write(args.output_json):
+                print(f"written: {path}")
+        if args.update_card:
+            for card in update_cards(comparison):
+                print(f"model card updated: {card}")
+    return comparison
+
+
 def run_evaluation(args: EvaluationArguments) -> dict[str, dict[str, float]]:
     """Evaluate ``args.model`` on every benchmark of ``args.benchmark``; return ``{benchmark: summary metrics}``.
 
     Every listed file is checked before the model loads. The samples are split across the processes of the
-    launch; the main process gathers the per-sample rows, prints the table and writes the outputs.
+    launch; the main process gathers the per-sample rows, prints the table and writes the outputs. With several
+    comma-separated models, ``run_comparison`` runs instead and ``{model: {benchmark: metrics}}`` is returned.
     """
+    if "," in args.model:
+        return run_comparison(args).metrics
     names = benchmark_names(args.benchmark)
     if args.update_card and not Path(args.model).is_dir():
         raise ValueError(f"--update_card needs --model to be a local model folder, got {args.model}")
     roots, lists = benchmark_roots(names, args.data_dir), split_files(names, args.split_file)
     datasets = {n: load_benchmark(n, roots[n], lists[n], args.max_samples) for n in names}
 
-    # ACCELERATE_USE_CPU (set by `accelerate launch --cpu`) allows CPU multi-process runs (gloo).
-    state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
+    state = accelerator_state()
     model, processor = load_model_and_processor(args.model, args.arch)
     model.to(state.device)
-
-    results, all_rows = {}, {}
-    for name, samples in datasets.items():
-        spec = BENCHMARKS[name]
-        with state.split_between_processes(list(range(len(samples)))) as indices:
-            _, rows = evaluate_model(
-                model,
-                processor,
-                samples.select(indices),
-                alignment=args.alignment,
-                min_depth=spec.min_depth,
-                max_depth=spec.max_depth,
-                batch_size=args.batch_size,
-                processing_res=args.processing_res,
-                progress=state.is_local_main_process,
-            )
-        if state.num_processes > 1:
-            rows = gather_object(rows)
-        all_rows[name] = rows
-        results[name] = summarize_rows(rows)
-
+    results, all_rows = evaluate_benchmarks(
+        model, processor, datasets, state, alignment=args.alignment, batch_size=args.batch_size,
+        processing_res=args.processing_res,
+    )
     if state.is_main_process:
         print(format_table(results))
         write_outputs(args, results, all_rows)

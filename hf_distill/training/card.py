@@ -71,6 +71,7 @@ def build_student_card(
     model_name: str,
     state: TrainerState | None = None,
     existing: Sequence[EvalResult] = (),
+    size_speed: str | None = None,
 ) -> ModelCard:
     """Render the student's card.
 
@@ -81,6 +82,7 @@ def build_student_card(
         state: the Trainer state: its step count and the best and last training-time evaluation (model-index).
         existing: model-index entries of the card being replaced; those of ``scripts/evaluate.py`` are kept, those
             of an earlier training-time evaluation are replaced.
+        size_speed: the measured "Size and speed" section of the card being replaced (``existing_size_speed``).
     """
     steps = state.max_steps if state is not None and state.max_steps > 0 else args.max_steps
     hyperparameters = {
@@ -114,4 +116,5 @@ def build_student_card(
         results=results,
         license=args.license,
         onnx=args.output_dir is not None and has_onnx(args.output_dir),
+        size_speed=size_speed,
     )

@@ -22,7 +22,7 @@ from transformers.utils.hub import PushInProgress
 from hf_distill.data.views import IterableViewDataset
 from hf_distill.evaluation.loop import DepthMetrics, EvalAwareCollator
 from hf_distill.evaluation.predict import forward_groups, predict_depth_tensors
-from hf_distill.hub import README, existing_results, upload_student
+from hf_distill.hub import README, existing_results, existing_size_speed, upload_student
 from hf_distill.losses import DistillationLoss, crop_boxes
 from hf_distill.models import mean_std_tensors, normalize_views
 from hf_distill.teachers import Teacher, output_spread, spread_problem
@@ -549,6 +549,7 @@ class DistillationTrainer(Trainer):
         return build_student_card(
             self.card_info, self.args, model_name=model_name or card_model_name(self.args, self.hub_model_id),
             state=self.state, existing=existing_results(self.args.output_dir),
+            size_speed=existing_size_speed(self.args.output_dir),
         )
 
     def create_model_card(self, model_name: str | None = None, **kwargs) -> None:
