@@ -12,7 +12,7 @@ after the whole-image alignment). The teachers are scored the same way on the fu
 ablation bench's rule (`ablation.verdict`: a difference is real when it exceeds two standard errors); a teacher is
 deterministic, so its standard error is 0. The predictions below were written before the first run.
 Writes mechanisms.json (`seeds`, `predictions` with verdicts and numbers, `teachers`, every run), mechanisms.md and
-mechanisms.png.
+mechanisms.png; runs.jsonl keeps every finished run, so the same command resumes a stopped bench.
 """
 
 from __future__ import annotations
@@ -318,12 +318,25 @@ def main() -> None:
     workdir = args.output_dir / "runs"
 
     started = time.perf_counter()
-    jobs = [(setup, seed) for seed in range(seeds) for setup in GRID]
+    # Every finished run is appended to runs.jsonl; a rerun with the same settings reuses them (a stopped bench
+    # resumes where it was).
+    log, settings = args.output_dir / "runs.jsonl", {"steps": steps, "common": list(common), "num_eval": num_eval}
+    done = {}
+    if log.is_file():
+        for line in log.read_text().splitlines():
+            run = json.loads(line)
+            if run.get("settings") == settings:
+                done[(run["config"], run["seed"])] = run
+    jobs = [(setup, seed) for seed in range(seeds) for setup in GRID if (setup.name, seed) not in done]
+    runs = [done[(s.name, seed)] for seed in range(seeds) for s in GRID if (s.name, seed) in done]
+    if runs:
+        print(f"{len(runs)} runs reused from {log}", flush=True)
     with ProcessPoolExecutor(args.workers, mp_context=get_context("spawn"), initializer=_init_worker) as pool:
         futures = [pool.submit(run_setup, s, seed, steps, num_eval, str(workdir), common) for s, seed in jobs]
-        runs = []
         for future in futures:
-            runs.append(future.result())
+            runs.append({**future.result(), "settings": settings})
+            with log.open("a") as stream:
+                stream.write(json.dumps(runs[-1]) + "\n")
             r, m = runs[-1], runs[-1]["metrics"]
             print(f"{r['config']:<20} seed {r['seed']}  abs_rel {m['abs_rel']:.4f}  delta1 {m['delta1']:.4f}  "
                   f"edge_grad {m['edge_grad']:.4f}  edge_abs_rel {m['edge_abs_rel']:.4f}  "

@@ -87,3 +87,8 @@ def test_quick_mechanisms_bench_writes_json_table_and_chart(tmp_path):
     assert "NO VERDICT" in result.stdout
     assert "| far+near |" in (tmp_path / "mechanisms.md").read_text()
     assert (tmp_path / "mechanisms.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # the same command again reuses every finished run (runs.jsonl) instead of training again
+    again = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "mechanisms.py"), "--quick", "--output_dir",
+                            str(tmp_path)], capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0 and f"{len(mechanisms.GRID)} runs reused" in again.stdout, again.stderr[-4000:]
+    assert json.loads((tmp_path / "mechanisms.json").read_text())["runs"] == report["runs"]
