@@ -191,3 +191,39 @@ def test_no_view_depth_unless_asked():
     sample = ViewSampler(56, 56, 1, min_region=56, view_depth=True)(with_depth[0]["image"], with_depth[0]["depth"],
                                                                     epoch=0, index=0)
     assert sample["view_depth"].min() > 0 and sample["local_depth"].shape == (1, 56, 56)
+
+
+# ---- the trainer hands each view its own depth --------------------------------------------------------------
+
+
+def test_trainer_gives_the_oracle_the_depth_of_each_view_it_sees(assets, tmp_path):
+    """Global views and patches of different sizes (two teacher calls): each call gets the depth of exactly its views;
+    with an images folder the oracle is refused before any model loads."""
+    from hf_distill.training.cli import parse_distill_args
+    from hf_distill.training.run import build_trainer
+
+    argv = ["--config", "demo", "--teacher_models", "oracle", "--student_arch", str(assets["student"]),
+            "--output_dir", str(tmp_path), "--generated_scene_size", "96", "96", "--num_generated_scenes", "4",
+            "--global_crop_size", "56", "--local_crop_size", "42", "--min_region", "64", "--min_local_crop", "30",
+            "--per_device_train_batch_size", "2", "--max_steps", "1", "--save_strategy", "no", "--visualize_steps",
+            "0", "--report_to", "none"]
+    trainer = build_trainer(*parse_distill_args(argv))
+    batch = next(iter(trainer.get_train_dataloader()))
+    teacher, calls = trainer.teachers[0], []
+    forward = teacher.forward
+    teacher.forward = lambda views, want_tokens=False, depth=None: calls.append((views, depth)) or forward(
+        views, want_tokens, depth)
+    loss = trainer.compute_loss(trainer.model, batch)
+    assert torch.isfinite(loss)
+    (global_views, global_depth), (patches, patch_depth) = calls
+    assert torch.equal(global_views, batch["global_view"]) and torch.equal(global_depth, batch["view_depth"])
+    assert torch.equal(patches, batch["local_views"].flatten(0, 1))
+    assert torch.equal(patch_depth, batch["local_depth"].flatten(0, 1))
+
+    images = tmp_path / "images"
+    images.mkdir()
+    Image.new("RGB", (96, 96)).save(images / "a.png")
+    refused = argv[:argv.index("--generated_scene_size")] + ["--dataset_dir", str(images), "--dataset_format",
+                                                               "images"]
+    with pytest.raises(ValueError, match="only generated scenes carry"):
+        build_trainer(*parse_distill_args(refused))
