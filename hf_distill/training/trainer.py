@@ -168,8 +168,7 @@ class DistillationTrainer(Trainer):
         patch_depth = patch_depth.flatten(0, 1) if num_patches and patch_depth is not None else None
 
         def run(views, depth, tokens=False):
-            return teacher(views, want_tokens=tokens) if depth is None else teacher(views, want_tokens=tokens,
-                                                                                      depth=depth)
+            return teacher(views, want_tokens=tokens, **({} if depth is None else {"depth": depth}))
 
         batched = patches is not None and patches.shape[-1] == global_view.shape[-1]
         if batched:
