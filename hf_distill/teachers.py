@@ -382,6 +382,8 @@ TEACHER_FAMILIES: dict[str, TeacherFamily] = {
 
 # Names that are families themselves (models outside transformers).
 TEACHER_ALIASES = tuple(key for key, family in TEACHER_FAMILIES.items() if family.model_type is None)
+# Of those, the ones a local diffusers folder can declare in its teacher_config.json (not the oracle).
+FOLDER_FAMILIES = tuple(key for key in TEACHER_ALIASES if not TEACHER_FAMILIES[key].needs_depth)
 
 
 def _read_teacher_config(folder: Path) -> dict:
@@ -389,14 +391,14 @@ def _read_teacher_config(folder: Path) -> dict:
     if not path.is_file():
         raise ValueError(
             f"{folder} holds a diffusers model but no {TEACHER_CONFIG_NAME} saying what it predicts: write "
-            f'{{"family": "genpercept-disparity"}} into it (families: {", ".join(TEACHER_ALIASES)}).'
+            f'{{"family": "genpercept-disparity"}} into it (families: {", ".join(FOLDER_FAMILIES)}).'
         )
     try:
         settings = json.loads(path.read_text())
     except json.JSONDecodeError as error:
         raise ValueError(f"{path}: not valid JSON ({error})") from error
-    if settings.get("family") not in TEACHER_ALIASES:
-        raise ValueError(f"{path}: 'family' must be one of {', '.join(TEACHER_ALIASES)}, "
+    if settings.get("family") not in FOLDER_FAMILIES:
+        raise ValueError(f"{path}: 'family' must be one of {', '.join(FOLDER_FAMILIES)}, "
                          f"got {settings.get('family')!r}")
     return settings
 

@@ -227,3 +227,10 @@ def test_trainer_gives_the_oracle_the_depth_of_each_view_it_sees(assets, tmp_pat
                                                                "images"]
     with pytest.raises(ValueError, match="only generated scenes carry"):
         build_trainer(*parse_distill_args(refused))
+
+
+def test_a_model_folder_cannot_declare_itself_an_oracle(tmp_path):
+    (tmp_path / "unet").mkdir()
+    (tmp_path / "teacher_config.json").write_text('{"family": "oracle"}')
+    with pytest.raises(ValueError, match="'family' must be one of genpercept-disparity"):
+        teacher_family(str(tmp_path))
