@@ -38,6 +38,7 @@ from hf_distill.models import (
     normalize_views,
     resolve_model_name,
 )
+from hf_distill.oracle import ORACLE, OracleSpec, degrade, parse_oracle_spec
 from hf_distill.repositories import REPOSITORIES, RepositoryNotFoundError, resolve_repository
 
 # A local GenPercept folder names its family (and optionally its processing resolution) in this file.
@@ -156,6 +157,7 @@ class Teacher(nn.Module):
     """
 
     token_width: int | None = None
+    needs_depth = False  # True: forward() takes ``depth``, the exact depth of the views (OracleTeacher)
 
     def __init__(self, family: TeacherFamily) -> None:
         super().__init__()
@@ -383,6 +385,40 @@ class GenPerceptTeacher(Teacher):
         return cls(unet, vae, text_encoder, tokenizer, family, processing_resolution=resolution).to(torch.float32)
 
 
+class OracleTeacher(Teacher):
+    """An oracle (``hf_distill.oracle``): the exact disparity of each view, from the exact depth the data path hands
+    it, spoilt by the flaws its spec names (``oracle:resolution=28,affine=0.5``). Only data with exact depth
+    (generated scenes) can feed it.
+
+    Args:
+        spec: its flaws; family: its row in ``TEACHER_FAMILIES``.
+    """
+
+    needs_depth = True
+
+    def __init__(self, spec: OracleSpec, family: TeacherFamily) -> None:
+        super().__init__(family)
+        self.spec = spec
+        self.generator = torch.Generator().manual_seed(spec.seed)  # the affine and noise draws
+
+    def forward(self, views: Tensor, want_tokens: bool = False, depth: Tensor | None = None
+                ) -> tuple[Tensor, Tensor | None]:
+        """``depth``: (N, H, W) exact depth in metres of the N views (0 = invalid)."""
+        self._check_no_tokens(want_tokens)
+        if depth is None:
+            raise ValueError(f"the {self.spec} teacher needs the exact depth of its views: train on generated "
+                             "scenes (--dataset_format generated)")
+        if depth.shape != (views.shape[0], *views.shape[-2:]):
+            raise ValueError(f"depth {tuple(depth.shape)} does not match views {tuple(views.shape)}")
+        return degrade(depth, self.spec, self.generator).to(views.device), None
+
+    @classmethod
+    def load(cls, name: str, checkpoint: str | None, family: TeacherFamily) -> OracleTeacher:
+        if checkpoint is not None:
+            raise ValueError(f"--teacher_checkpoints {checkpoint}: an oracle teacher ({name}) has no weights.")
+        return cls(parse_oracle_spec(name), family)
+
+
 def _load_unet_weights(repo_or_folder: str, subfolder: str) -> dict[str, Tensor]:
     """The UNet state dict from ``subfolder`` of a local folder or Hub repo (safetensors, else a .bin)."""
     from huggingface_hub import hf_hub_download
@@ -424,6 +460,7 @@ class TeacherFamily:
     tokens: bool = False
     input_multiple: int = 1
     input_side: Callable[[PretrainedConfig], int] | None = None
+    needs_depth: bool = False
 
     def input_size(self, config: PretrainedConfig, height: int, width: int) -> tuple[int, int]:
         """The network input size for views of ``height`` x ``width``."""
@@ -449,10 +486,14 @@ TEACHER_FAMILIES: dict[str, TeacherFamily] = {
     "genpercept-disparity": TeacherFamily("GenPercept disparity", OutputSpace.MINMAX_DISPARITY, GenPerceptTeacher),
     "genpercept-depth": TeacherFamily("GenPercept depth", OutputSpace.AFFINE_DEPTH, None),
     "marigold-depth": TeacherFamily("Marigold depth", OutputSpace.AFFINE_DEPTH, None),
+    ORACLE: TeacherFamily("Oracle (exact depth of generated scenes, chosen flaws)", OutputSpace.DISPARITY,
+                          OracleTeacher, needs_depth=True),
 }
 
 # Names that are families themselves (models outside transformers).
 TEACHER_ALIASES = tuple(key for key, family in TEACHER_FAMILIES.items() if family.model_type is None)
+# Of those, the ones a local diffusers folder can declare in its teacher_config.json (not the oracle).
+FOLDER_FAMILIES = tuple(key for key in TEACHER_ALIASES if not TEACHER_FAMILIES[key].needs_depth)
 
 
 def _read_teacher_config(folder: Path) -> dict:
@@ -460,14 +501,14 @@ def _read_teacher_config(folder: Path) -> dict:
     if not path.is_file():
         raise ValueError(
             f"{folder} holds a diffusers model but no {TEACHER_CONFIG_NAME} saying what it predicts: write "
-            f'{{"family": "genpercept-disparity"}} into it (families: {", ".join(TEACHER_ALIASES)}).'
+            f'{{"family": "genpercept-disparity"}} into it (families: {", ".join(FOLDER_FAMILIES)}).'
         )
     try:
         settings = json.loads(path.read_text())
     except json.JSONDecodeError as error:
         raise ValueError(f"{path}: not valid JSON ({error})") from error
-    if settings.get("family") not in TEACHER_ALIASES:
-        raise ValueError(f"{path}: 'family' must be one of {', '.join(TEACHER_ALIASES)}, "
+    if settings.get("family") not in FOLDER_FAMILIES:
+        raise ValueError(f"{path}: 'family' must be one of {', '.join(FOLDER_FAMILIES)}, "
                          f"got {settings.get('family')!r}")
     return settings
 
@@ -477,6 +518,8 @@ def teacher_family(name_or_path: str) -> TeacherFamily:
     any transformers depth model (its config's model_type). Raises ValueError for undeclared families."""
     if name_or_path in TEACHER_ALIASES:
         return TEACHER_FAMILIES[name_or_path]
+    if teacher_needs_depth(name_or_path):
+        return TEACHER_FAMILIES[name_or_path.partition(":")[0]]
     folder = Path(name_or_path)
     if folder.is_dir() and ((folder / "unet").is_dir() or (folder / TEACHER_CONFIG_NAME).is_file()):
         return TEACHER_FAMILIES[_read_teacher_config(folder)["family"]]
@@ -490,6 +533,13 @@ def teacher_family(name_or_path: str) -> TeacherFamily:
             f"{', '.join(TEACHER_ALIASES)}. A new family is a row in hf_distill.teachers.TEACHER_FAMILIES."
         )
     return TEACHER_FAMILIES[key]
+
+
+def teacher_needs_depth(name: str) -> bool:
+    """Whether the teacher ``name`` reads the exact depth of its views (an ``oracle...`` spec); decided from the
+    name alone, so the data path can prepare depth before any model loads."""
+    family = TEACHER_FAMILIES.get(name.partition(":")[0])
+    return family is not None and family.needs_depth
 
 
 def build_teacher(name_or_path: str, checkpoint: str | None = None, *, base_model: str | None = None) -> Teacher:

@@ -15,6 +15,7 @@ def collate_views(samples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
     Returns global_view (B, 3, G, G), local_views (B, P, 3, L, L), boxes (B, P, 4) in region pixels,
     region_size (B,), global_boxes (B, P, 4) = boxes * G / S in student global-view pixels,
     skipped (B,) long, stream_position / stream_worker (B,) long for streamed samples, and depth (B, G, G) float32 / depth_valid (B, G, G) bool when the samples have depth.
+    With depth resampled as the views (``ViewSampler(view_depth=True)``): view_depth (B, G, G), local_depth (B, P, L, L).
     """
     if not samples:
         raise ValueError("collate_views needs at least one sample")
@@ -36,4 +37,7 @@ def collate_views(samples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
     if all(has_depth):
         batch["depth"] = torch.stack([torch.as_tensor(s["depth"], dtype=torch.float32) for s in samples])
         batch["depth_valid"] = torch.stack([torch.as_tensor(s["depth_valid"], dtype=torch.bool) for s in samples])
+    for key in ("view_depth", "local_depth"):
+        if key in samples[0]:
+            batch[key] = torch.stack([torch.as_tensor(s[key], dtype=torch.float32) for s in samples])
     return batch

@@ -3,8 +3,9 @@
 `render_scene` ray casts a furnished room (floor, walls, ceiling, boxes, tables, spheres) through a
 pinhole camera, vectorised over pixels with numpy. Textures are defined in world coordinates, so their
 image-space scale shrinks with distance (a perspective cue), and they are band-limited by each pixel's
-footprint so distant texture fades to its mean instead of aliasing. Shading is Lambertian from a
-ceiling light with a cast shadow, plus a hemispherical ambient term and corner darkening.
+footprint so distant texture fades to its mean instead of aliasing (textures and room materials: in
+`hf_distill.data.materials`). Shading is Lambertian from a ceiling light with a cast shadow, plus a
+hemispherical ambient term and corner darkening.
 
 Depth is the camera z-depth in metres (not the ray length), float32 and strictly positive.
 
@@ -17,6 +18,18 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+
+# Textures and room materials live in their own module; these private helpers are shared by the two modules only.
+from hf_distill.data.materials import (
+    _checker,
+    _color,
+    _fbm,
+    _floor_albedo,
+    _lines,
+    _mix,
+    _room_materials,
+    _wall_albedo,
+)
 
 __all__ = ["SyntheticScene", "render_scene"]
 
@@ -35,75 +48,6 @@ class SyntheticScene:
     image: np.ndarray
     depth: np.ndarray
     focal: float
-
-
-# ----------------------------------------------------------------------------------------------
-# Procedural, footprint-filtered textures. `fp` is the world-space size of a pixel at the hit point.
-# ----------------------------------------------------------------------------------------------
-
-
-def _contrast(fp: np.ndarray, period: float) -> np.ndarray:
-    """Weight of a pattern of the given period: 1 when well resolved, 0 once a pixel covers half a period."""
-    return np.clip(2.0 - 4.0 * fp / period, 0.0, 1.0)
-
-
-def _lines(u: np.ndarray, period: float, width: float, fp: np.ndarray) -> np.ndarray:
-    """Anti-aliased coverage in [0, 1] of lines of `width` repeating every `period` (centred on multiples)."""
-    d = np.abs(u - period * np.round(u / period))
-    cov = np.clip((0.5 * width - d) / np.maximum(fp, 1e-6) + 0.5, 0.0, 1.0)
-    w = _contrast(fp, period)
-    return w * cov + (1.0 - w) * (width / period)
-
-
-def _checker(u: np.ndarray, v: np.ndarray, period: float, fp: np.ndarray) -> np.ndarray:
-    """Checkerboard of squares of side period/2 in {0, 1}, fading to 0.5 with distance."""
-    c = ((np.floor(u * (2.0 / period)) + np.floor(v * (2.0 / period))) % 2).astype(np.float32)
-    w = _contrast(fp, period)
-    return w * c + (1.0 - w) * 0.5
-
-
-def _value_noise(u: np.ndarray, v: np.ndarray, perm: np.ndarray) -> np.ndarray:
-    """Smooth 2-D value noise in [0, 1] on the integer lattice (perm: 512 entries of a 0..255 permutation)."""
-    fu = np.floor(u)
-    fv = np.floor(v)
-    tu = u - fu
-    tv = v - fv
-    iu = fu.astype(np.int64) & 255
-    iv = fv.astype(np.int64) & 255
-    iu1 = (iu + 1) & 255
-    iv1 = (iv + 1) & 255
-    tu = tu * tu * (3.0 - 2.0 * tu)
-    tv = tv * tv * (3.0 - 2.0 * tv)
-    values = perm.astype(np.float32)
-    a = values[perm[iu] + iv]
-    b = values[perm[iu1] + iv]
-    c = values[perm[iu] + iv1]
-    d = values[perm[iu1] + iv1]
-    top = a + (b - a) * tu
-    bottom = c + (d - c) * tu
-    return (top + (bottom - top) * tv) * (1.0 / 255.0)
-
-
-def _fbm(u: np.ndarray, v: np.ndarray, fp: np.ndarray, perm: np.ndarray, freq: float, octaves: int = 4) -> np.ndarray:
-    """Fractal noise in [0, 1] whose octaves finer than the pixel footprint are replaced by their mean."""
-    total = np.zeros_like(u)
-    norm = 0.0
-    amp = 1.0
-    for k in range(octaves):
-        f = freq * 2.0**k
-        w = _contrast(fp, 1.0 / f)
-        n = _value_noise(u * f + 17.0 * k, v * f - 31.0 * k, perm)
-        total += amp * (w * n + (1.0 - w) * 0.5)
-        norm += amp
-        amp *= 0.5
-    return total / norm
-
-
-def _mix(a: np.ndarray, b: np.ndarray, t: np.ndarray) -> np.ndarray:
-    """Blend colours, each (3,) or (3, N), by weights t (N,); returns (3, N)."""
-    a = a if a.ndim == 2 else a[:, None]
-    b = b if b.ndim == 2 else b[:, None]
-    return a + (b - a) * t
 
 
 # ----------------------------------------------------------------------------------------------
@@ -218,13 +162,6 @@ def _object_normals(obj, p: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndar
     return _apply(rot, nl), np.where(on_x, lp[2], lp[0]), np.where(on_y, lp[2], lp[1])
 
 
-def _color(rng: np.random.Generator, lo: float = 0.05, hi: float = 0.8) -> np.ndarray:
-    """A random linear-space albedo with moderate saturation."""
-    base = rng.uniform(lo, hi)
-    tint = rng.uniform(-0.5, 0.5, size=3) * rng.uniform(0.1, 0.9)
-    return np.clip(base * (1.0 + tint), 0.01, 0.95).astype(np.float32)
-
-
 def _random_object_material(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, str, float]:
     c1 = _color(rng)
     c2 = np.clip(c1 * rng.uniform(0.3, 1.7, size=3), 0.01, 0.95).astype(np.float32)
@@ -303,109 +240,6 @@ def _screen_rect(points: np.ndarray, cam_o: np.ndarray, rot: np.ndarray, f: floa
     if c0 >= c1 or r0 >= r1:
         return None
     return r0, r1, c0, c1
-
-
-# ----------------------------------------------------------------------------------------------
-# Room materials
-# ----------------------------------------------------------------------------------------------
-
-
-def _floor_albedo(kind: int, params: dict, x, z, fp, perm) -> np.ndarray:
-    c1, c2 = params["c1"], params["c2"]
-    if kind == 0:  # wooden planks along z with staggered joints and grain
-        pw = params["period"]
-        plank = np.floor(x / pw)
-        stagger = (plank * 0.618) % 1.0 * 1.5
-        seg = np.floor((z + stagger) / 1.5)
-        hue = 0.5 + (_value_noise(plank * 7.3 + 0.5, seg * 3.1 + 0.5, perm) - 0.5) * _contrast(fp, 2 * pw)
-        grain = _fbm(x * 2.0, z * 0.15, fp * 2.0, perm, 8.0, 3)
-        col = _mix(c1, c2, np.clip(0.6 * hue + 0.4 * grain, 0, 1))
-        gaps = np.maximum(_lines(x, pw, 0.006, fp), _lines(z + stagger, 1.5, 0.006, fp))
-        return col * (1.0 - 0.6 * gaps)
-    if kind == 1:  # tiles: checker with grout
-        per = params["period"]
-        col = _mix(c1, c2, _checker(x, z, 2 * per, fp))
-        grout = np.maximum(_lines(x, per, 0.01, fp), _lines(z, per, 0.01, fp))
-        return _mix(col, params["grout"], grout)
-    n = _fbm(x, z, fp, perm, 6.0, 4)  # carpet
-    return _mix(c1, c2, n)
-
-
-def _wall_albedo(kind: int, params: dict, s, y, fp, perm) -> np.ndarray:
-    c1, c2 = params["c1"], params["c2"]
-    if kind == 0:  # paint with a faint roller texture
-        col = _mix(c1, c2, 0.2 * _fbm(s, y, fp, perm, 3.0, 4))
-    elif kind == 1:  # striped wallpaper
-        stripes = _lines(s, params["period"], params["period"] * 0.5, fp)
-        col = _mix(c1, c2, stripes * (0.8 + 0.2 * _fbm(s, y, fp, perm, 10.0, 2)))
-    else:  # bricks
-        row = np.floor(y / 0.075)
-        sh = s + (row % 2) * 0.1
-        brick = _value_noise(np.floor(sh / 0.2) * 3.7, row * 5.3, perm)
-        col = _mix(c1, c2, brick)
-        mortar = np.maximum(_lines(y, 0.075, 0.01, fp), _lines(sh, 0.2, 0.01, fp))
-        col = _mix(col, params["grout"], mortar)
-    base = y < params["baseboard"]
-    col[:, base] = params["base_color"][:, None]
-    for r in params["frames"]:  # pictures, doors, windows: rectangles in wall coordinates
-        inside = (s > r["s0"]) & (s < r["s1"]) & (y > r["y0"]) & (y < r["y1"])
-        if not inside.any():
-            continue
-        ss, yy, ff = s[inside], y[inside], fp[inside]
-        art = _fbm(ss - r["s0"], yy, ff, perm, r["freq"], 4)
-        inner = _mix(r["c1"], r["c2"], np.clip((art - 0.3) * 2.5, 0, 1))
-        border = np.minimum.reduce([ss - r["s0"], r["s1"] - ss, yy - r["y0"], r["y1"] - yy]) < r["border"]
-        inner[:, border] = r["frame"][:, None]
-        col[:, inside] = inner
-    return col
-
-
-def _room_materials(rng: np.random.Generator, room: np.ndarray) -> dict:
-    warm = np.array([1.0, 0.85, 0.7], np.float32)
-    floor = {
-        "kind": int(rng.integers(3)),
-        "c1": _color(rng, 0.1, 0.5) * warm,
-        "c2": _color(rng, 0.1, 0.6),
-        "grout": _color(rng, 0.3, 0.8),
-        "period": float(rng.uniform(0.1, 0.5)),
-    }
-    walls = []
-    wall_kind = int(rng.choice(3, p=[0.5, 0.3, 0.2]))
-    wall_c1 = _color(rng, 0.4, 0.9)
-    for wall in range(4):
-        length = float(room[0] if wall in (0, 1) else room[2])
-        frames = []
-        for _ in range(int(rng.integers(0, 4))):
-            fw, fh = rng.uniform(0.3, 1.4), rng.uniform(0.3, 1.2)
-            s0 = rng.uniform(0.0, max(0.01, length - fw))
-            y0 = rng.uniform(0.8, max(0.81, room[1] - fh - 0.2))
-            frames.append(_frame(rng, s0, s0 + fw, y0, y0 + fh))
-        if rng.random() < 0.3:  # a door
-            s0 = rng.uniform(0.0, max(0.01, length - 0.9))
-            door = _frame(rng, s0, s0 + 0.9, 0.0, 2.05)
-            door["freq"] = 0.5
-            frames.append(door)
-        accent = rng.random() < 0.25
-        walls.append({
-            "kind": int(rng.integers(3)) if accent else wall_kind,
-            "c1": _color(rng, 0.3, 0.9) if accent else wall_c1,
-            "c2": _color(rng, 0.2, 0.9),
-            "grout": _color(rng, 0.5, 0.9),
-            "period": float(rng.uniform(0.05, 0.3)),
-            "baseboard": float(rng.uniform(0.0, 0.12)),
-            "base_color": _color(rng, 0.05, 0.9),
-            "frames": frames,
-        })
-    ceiling = {"c1": _color(rng, 0.6, 0.9), "panel": float(rng.uniform(0.5, 1.2)), "panels": rng.random() < 0.5}
-    return {"floor": floor, "walls": walls, "ceiling": ceiling}
-
-
-def _frame(rng: np.random.Generator, s0: float, s1: float, y0: float, y1: float) -> dict:
-    return {
-        "s0": float(s0), "s1": float(s1), "y0": float(y0), "y1": float(y1),
-        "c1": _color(rng, 0.05, 0.9), "c2": _color(rng, 0.05, 0.9), "frame": _color(rng, 0.02, 0.5),
-        "border": float(rng.uniform(0.02, 0.06)), "freq": float(rng.uniform(1.0, 6.0)),
-    }
 
 
 # ----------------------------------------------------------------------------------------------

@@ -86,6 +86,8 @@ class ViewSampler:
         min_local_crop: lower bound of a patch side in source pixels; None = half the region side.
         seed: base seed; views depend on (seed, epoch, index) only.
         reduced_decoding: decode JPEGs at reduced size when the views allow it (PIL draft).
+        view_depth: also resample the depth map exactly as the views (same boxes, same filter): ``view_depth``
+            (G, G) and ``local_depth`` (P, L, L), for teachers that read exact depth (oracle teachers).
     """
 
     def __init__(
@@ -98,6 +100,7 @@ class ViewSampler:
         seed: int = 0,
         *,
         reduced_decoding: bool = True,
+        view_depth: bool = False,
     ) -> None:
         check_crop_size("--global_crop_size", global_crop_size)
         check_crop_size("--local_crop_size", local_crop_size)
@@ -114,6 +117,7 @@ class ViewSampler:
         self.min_local_crop = min_local_crop
         self.seed = seed
         self.reduced_decoding = reduced_decoding
+        self.view_depth = view_depth
 
     def sample_geometry(self, width: int, height: int, *, epoch: int, index: int) -> ViewGeometry:
         """The region and patch boxes for an image of `width` x `height` (reproducible per seed/epoch/index)."""
@@ -144,7 +148,8 @@ class ViewSampler:
 
         Returns global_view float32 (3, G, G) in [0, 1], local_views float32 (P, 3, L, L), boxes float32
         (P, 4) in region pixels, region_size float (S) and, with depth (H, W) metres: depth float32 (G, G)
-        (nearest resampling, 0 = invalid) and depth_valid bool (G, G).
+        (nearest resampling, 0 = invalid) and depth_valid bool (G, G); with ``view_depth`` also view_depth float32
+        (G, G) and local_depth float32 (P, L, L), resampled as the views are.
         """
         width, height = image.size
         depth = None if depth is None else np.asarray(depth, dtype=np.float32)
@@ -172,6 +177,16 @@ class ViewSampler:
             valid = np.isfinite(d) & (d > 0)
             sample["depth"] = np.where(valid, d, 0.0).astype(np.float32)
             sample["depth_valid"] = valid
+        if self.view_depth:
+            if depth is None:
+                raise ValueError("the views' exact depth was asked for (a teacher that reads depth), but the source "
+                                 "has no depth: oracle teachers need generated scenes (--dataset_format generated)")
+            depth_image = Image.fromarray(np.ascontiguousarray(depth))  # mode F: resampled as the views, unquantised
+            sample["view_depth"] = np.array(_resize(depth_image, (geom.x0, geom.y0, S), G, 1), np.float32)
+            local_depth = np.empty((len(geom.boxes), L, L), np.float32)
+            for out, (bx0, by0, bx1, _) in zip(local_depth, geom.boxes.astype(np.int64)):
+                out[:] = np.asarray(_resize(depth_image, (geom.x0 + bx0, geom.y0 + by0, bx1 - bx0), L, 1))
+            sample["local_depth"] = local_depth
         return sample
 
     def _decode(self, image: Image.Image, geom: ViewGeometry) -> tuple[Image.Image, int]:

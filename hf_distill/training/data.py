@@ -96,8 +96,14 @@ def describe_training_data(data_args: DataArguments) -> DataDescription | None:
                            split="train" if fmt == "nyu" else None)
 
 
-def build_training_source(data_args: DataArguments, args: DistillationArguments):
-    """The training source (map-style or streamed) named by ``--dataset_name`` or ``--dataset_dir``."""
+def build_training_source(data_args: DataArguments, args: DistillationArguments, *, with_depth: bool = False):
+    """The training source (map-style or streamed) named by ``--dataset_name`` or ``--dataset_dir``. ``with_depth``:
+    exact depth for a teacher that reads it (oracle teachers), which only generated scenes have."""
+    if with_depth and data_args.dataset_format != "generated":
+        data = data_args.dataset_name or data_args.dataset_dir
+        raise ValueError(f"an oracle teacher (--teacher_models oracle...) reads the exact depth of its views, which "
+                         f"only generated scenes carry (--dataset_format generated); the training data {data} has "
+                         "none.")
     if data_args.dataset_name is not None:
         return load_dataset_source(
             data_args.dataset_name, data_args.dataset_config_name, data_args.dataset_split,
@@ -105,7 +111,8 @@ def build_training_source(data_args: DataArguments, args: DistillationArguments)
             shuffle_buffer=data_args.shuffle_buffer_size, seed=args.seed,
         )
     if data_args.dataset_format == "generated":
-        return load_generated_scenes(data_args.num_generated_scenes, size=tuple(data_args.generated_scene_size))
+        return load_generated_scenes(data_args.num_generated_scenes, size=tuple(data_args.generated_scene_size),
+                                     with_depth=with_depth)
     if data_args.dataset_dir is None:
         raise ValueError("--dataset_dir or --dataset_name is required (an NYU CSV folder, an image folder, "
                          "webdataset shards, or a dataset that datasets.load_dataset reads), unless "

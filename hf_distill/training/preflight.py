@@ -518,7 +518,8 @@ def _output_conditioning(trainer) -> Iterable[CheckResult]:
     mixed = torch.bfloat16 if trainer.args.bf16 else torch.float16 if trainer.args.fp16 else None
     student = trainer.accelerator.unwrap_model(trainer.model)
     with trainer.autocast_smart_context_manager():
-        outputs = [(f"teacher {name}", trainer._run_teacher(index, views, None, want_tokens=False)[0], teacher)
+        depths = (batch["view_depth"], None) if "view_depth" in batch else None  # for teachers that read it
+        outputs = [(f"teacher {name}", trainer._run_teacher(index, views, None, False, depths)[0], teacher)
                    for index, (name, teacher) in enumerate(zip(trainer.teacher_names, trainer.teachers))]
         outputs.append(("student", student(normalize_views(views, trainer._student_norm))[0], student.student))
     for label, maps, module in outputs:

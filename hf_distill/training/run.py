@@ -11,7 +11,7 @@ from transformers import set_seed
 from hf_distill.data import ViewSampler, build_view_dataset, collate_views
 from hf_distill.hub import display_name
 from hf_distill.models import image_mean_std, load_depth_model, load_image_processor
-from hf_distill.teachers import build_teacher
+from hf_distill.teachers import build_teacher, teacher_needs_depth
 from hf_distill.training.arguments import DataArguments, DistillationArguments, ModelArguments
 from hf_distill.training.card import CardInfo
 from hf_distill.training.checkpoints import last_complete_checkpoint
@@ -30,9 +30,10 @@ def resolve_teacher_dtype(name: str) -> torch.dtype:
     return getattr(torch, name)
 
 
-def build_datasets(data_args: DataArguments, args: DistillationArguments):
+def build_datasets(data_args: DataArguments, args: DistillationArguments, *, teacher_depth: bool = False):
     """Training views (map-style or streamed) and, when there is evaluation data, whole-image evaluation samples
-    (``hf_distill.training.data.build_eval_dataset``)."""
+    (``hf_distill.training.data.build_eval_dataset``). ``teacher_depth``: the views also carry their exact depth
+    (a teacher reads it; generated scenes only)."""
     sampler = ViewSampler(
         global_crop_size=data_args.global_crop_size,
         local_crop_size=data_args.local_crop_size,
@@ -40,8 +41,9 @@ def build_datasets(data_args: DataArguments, args: DistillationArguments):
         min_region=data_args.min_region,
         min_local_crop=data_args.min_local_crop,
         seed=args.seed,
+        view_depth=teacher_depth,
     )
-    source = build_training_source(data_args, args)
+    source = build_training_source(data_args, args, with_depth=teacher_depth)
     if not hasattr(source, "__len__") and args.max_steps <= 0:
         raise ValueError("Streamed data has no length: set --num_iterations (--max_steps).")
     return build_view_dataset(source, sampler), build_eval_dataset(data_args, args)
@@ -52,7 +54,9 @@ def build_trainer(
 ) -> DistillationTrainer:
     """Load teachers and student, build the views and return a ready ``DistillationTrainer``."""
     set_seed(args.seed)
-    train_dataset, eval_dataset = build_datasets(data_args, args)  # data errors surface before models load
+    teacher_depth = any(teacher_needs_depth(name) for name in model_args.teacher_models)
+    # data errors surface before models load
+    train_dataset, eval_dataset = build_datasets(data_args, args, teacher_depth=teacher_depth)
     checkpoints = model_args.teacher_checkpoints or [None] * len(model_args.teacher_models)
     with whole_models():  # partitioned, under ZeRO-3, by deepspeed.initialize
         teachers = [build_teacher(name, ckpt, base_model=model_args.teacher_base_model)

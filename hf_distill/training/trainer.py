@@ -43,8 +43,9 @@ logger = logging.getLogger(__name__)
 
 PROJECTORS_NAME = "projectors.safetensors"
 STREAM_STATE_NAME = "stream_state_{rank}.json"
-# Inputs that stay float32 whatever the engine's dtype (DeepSpeed's bf16 would move box corners and depth values).
-FLOAT32_INPUTS = ("global_boxes", "references")
+# Inputs that stay float32 whatever the engine's dtype (DeepSpeed's bf16 would move box corners; ground truth and
+# the exact depth oracle teachers read would lose precision).
+FLOAT32_INPUTS = ("global_boxes", "references", "view_depth", "local_depth")
 
 
 class DistillationTrainer(Trainer):
@@ -98,6 +99,7 @@ class DistillationTrainer(Trainer):
         self.teacher_names = teacher_names
         self.teacher_probabilities = teacher_probabilities or [1.0 / len(teachers)] * len(teachers)
         self._teacher_has_tokens = [t.token_width is not None for t in teachers]
+        self._teacher_needs_depth = [t.needs_depth for t in teachers]
         if args.lambda_feat > 0:
             for name, has_tokens in zip(teacher_names, self._teacher_has_tokens):
                 if not has_tokens:
@@ -182,21 +184,34 @@ class DistillationTrainer(Trainer):
 
     @torch.no_grad()
     def _run_teacher(
-        self, index: int, global_view: torch.Tensor, local_views: torch.Tensor | None, want_tokens: bool
+        self, index: int, global_view: torch.Tensor, local_views: torch.Tensor | None, want_tokens: bool,
+        depths: tuple[torch.Tensor, torch.Tensor | None] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """Teacher disparities on the global view (B, G, G), the patches (B, P, L, L) and its final tokens
-        (B, N, C) on the global view. Global view and patches share one forward when their sizes match."""
+        (B, N, C) on the global view. Global view and patches share one forward when their sizes match. ``depths``:
+        the exact depth of the global view (B, G, G) and of the patches (B, P, L, L), for a teacher that reads it."""
         teacher = self.teachers[index]
         batch, num_patches = global_view.shape[0], 0 if local_views is None else local_views.shape[1]
         patches = local_views.flatten(0, 1) if num_patches else None
+        global_depth, patch_depth = depths if depths is not None else (None, None)
+        patch_depth = patch_depth.flatten(0, 1) if num_patches and patch_depth is not None else None
+
+        def run(views, depth, tokens=False):
+            return teacher(views, want_tokens=tokens, **({} if depth is None else {"depth": depth}))
+
         batched = patches is not None and patches.shape[-1] == global_view.shape[-1]
-        depth, tokens = teacher(torch.cat([global_view, patches]) if batched else global_view, want_tokens=want_tokens)
+        if batched:
+            both = None if global_depth is None else torch.cat([global_depth, patch_depth])
+            depth, tokens = run(torch.cat([global_view, patches]), both, want_tokens)
+        else:
+            depth, tokens = run(global_view, global_depth, want_tokens)
         tokens = tokens[:batch].float() if want_tokens else None  # cast the global view's tokens only
         teacher_global = depth[:batch]
         if patches is None:
             teacher_patches = None
         else:
-            teacher_patches = (depth[batch:] if batched else teacher(patches)[0]).unflatten(0, (batch, num_patches))
+            teacher_patches = (depth[batch:] if batched else run(patches, patch_depth)[0]).unflatten(
+                0, (batch, num_patches))
         return teacher_global, teacher_patches, tokens
 
     def _prepare_inputs(self, inputs: dict) -> dict:
@@ -220,8 +235,14 @@ class DistillationTrainer(Trainer):
         use_patches = self.args.lambda_lg > 0 and "local_views" in inputs
         local_views = inputs["local_views"] if use_patches else None
         want_tokens = self.args.lambda_feat > 0 and self._teacher_has_tokens[teacher_index]
+        depths = None
+        if self._teacher_needs_depth[teacher_index]:
+            if "view_depth" not in inputs:
+                raise ValueError(f"teacher {self.teacher_names[teacher_index]} reads the exact depth of its views, "
+                                 "but the batches carry none (views sampled without view_depth)")
+            depths = (inputs["view_depth"], inputs["local_depth"] if use_patches else None)
         teacher_global, teacher_patches, teacher_tokens = self._run_teacher(
-            teacher_index, global_view, local_views, want_tokens
+            teacher_index, global_view, local_views, want_tokens, depths
         )
         student_global, student_tokens = model(
             normalize_views(global_view, self._student_norm), teacher_index=teacher_index if want_tokens else None

@@ -1,0 +1,371 @@
+"""Does the mechanism work? The paper's mechanisms tested with teachers whose flaws we chose (oracle teachers).
+
+    python benchmarks/mechanisms.py                         # 13 setups x 5 seeds (about 30 minutes on 2 idle cores)
+    python benchmarks/mechanisms.py --quick                 # every setup, 1 seed, 2 steps (the test suite runs it)
+    python benchmarks/mechanisms.py --output_dir DIR --seeds 5 --steps 200 --workers 2
+
+Every run is the demo recipe (`--config demo`, a random demo student, generated 224x224 scenes, regions of 112 to
+224 pixels, as `benchmarks/ablation.py`) with an oracle teacher (`hf_distill.oracle`: the exact disparity of each
+view, degraded by chosen flaws) instead of the demo teacher, scored on held-out generated scenes (abs_rel, delta1 and
+edge_grad as the ablation bench; abs_rel_far / abs_rel_near: abs_rel on the pixels beyond / before the bias split,
+after the whole-image alignment). The teachers are scored the same way on the full held-out views. Verdicts use the
+ablation bench's rule (`ablation.verdict`: a difference is real when it exceeds two standard errors); a teacher is
+deterministic, so its standard error is 0. The predictions below were written before the first run.
+Writes mechanisms.json (`seeds`, `predictions` with verdicts and numbers, `teachers`, every run), mechanisms.md and
+mechanisms.png; runs.jsonl keeps every finished run, so the same command resumes a stopped bench.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from functools import lru_cache
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from ablation import (  # noqa: E402
+    EDGE_LOG_JUMP,
+    LG_ONLY,
+    SC_ONLY,
+    SCENE_SIDE,
+    _init_worker,
+    edge_gradient_error,
+    summarize,
+    verdict,
+)
+
+SPLIT = 3.0  # metres: the regional-bias teachers' boundary
+RESOLUTION = "oracle:resolution=28"  # the teacher sees a 28 x 28 input: detail finer than view / 28 is lost
+AFFINE = "oracle:affine=0.5"  # each view's disparity scaled by exp(0.5 u) and shifted by 0.5 v mean, u, v ~ U[-1, 1]
+# Surfaces beyond / within 3 m pulled 80% of the way to the 3 m plane. Not all the way: with half a view on one plane,
+# median/MAD normalisation degenerates (for the near teacher an exact student then scored no better than a constant).
+FAR = f"oracle:bias=far:0.8,split={SPLIT:g}"
+NEAR = f"oracle:bias=near:0.8,split={SPLIT:g}"
+NOISE = "oracle:noise=0.2"  # per-pixel disparity noise of 20%
+
+
+@dataclass(frozen=True)
+class Setup:
+    group: str
+    name: str
+    teachers: tuple[str, ...]
+    flags: tuple[str, ...] = ()
+
+
+GRID = [
+    Setup("reference", "exact", ("oracle",)),  # no flaw: the student's own floor at this training length
+    Setup("resolution", "res SC", (RESOLUTION,), SC_ONLY),
+    Setup("resolution", "res SC+LG", (RESOLUTION,)),
+    *[Setup("affine", f"affine {context} {norm}", (AFFINE,), (*flags, "--normalization", norm))
+      for context, flags in (("SC", SC_ONLY), ("LG", LG_ONLY)) for norm in ("none", "global", "hybrid")],
+    Setup("bias", "far only", (FAR,)),
+    Setup("bias", "near only", (NEAR,)),
+    Setup("bias", "far+near", (FAR, NEAR)),
+    Setup("noise", "noise SC+LG", (NOISE,)),
+]
+PREDICTIONS = {
+    "resolution": "resolution-limited teacher: SC+LG gives a lower edge error than SC alone, and the SC+LG student's "
+                  "edge error is below its teacher's on full views",
+    "affine": "affine-ambiguous teacher: `none` normalisation is clearly worse than `global` and `hybrid`, most of "
+              "all under LG",
+    "bias": "two teachers with complementary regional bias drawn per step beat either teacher alone, and the student "
+            "is better than each teacher on that teacher's biased region (where the other teacher is right)",
+    "noise": "noisy teacher: the student's error is below its teacher's",
+}
+
+
+@lru_cache(maxsize=1)
+def _eval_samples(num_scenes: int):
+    from hf_distill.demo import demo_eval_samples
+
+    return demo_eval_samples(num_scenes)
+
+
+METRICS = ("abs_rel", "delta1", "edge_grad", "edge_abs_rel", "abs_rel_far", "abs_rel_near")
+
+
+def edge_band(gt, width: int = 2):
+    """(H, W) bool: pixels within `width` pixels of a ground-truth depth edge (a log-depth jump over EDGE_LOG_JUMP
+    between neighbours, as `edge_gradient_error` defines edges)."""
+    import torch
+    import torch.nn.functional as F
+
+    log_gt = gt.clamp(min=1e-6).log()
+    edge = torch.zeros_like(gt, dtype=torch.bool)
+    for dim in (-1, -2):
+        jump = log_gt.diff(dim=dim).abs() > EDGE_LOG_JUMP
+        edge.narrow(dim, 0, gt.shape[dim] - 1).logical_or_(jump)
+        edge.narrow(dim, 1, gt.shape[dim] - 1).logical_or_(jump)
+    return F.max_pool2d(edge[None, None].float(), 2 * width + 1, stride=1, padding=width)[0, 0].bool()
+
+
+def score(predictions, samples) -> dict[str, float]:
+    """`METRICS` of raw predictions (H, W): abs_rel and delta1 (the demo's protocol), edge_grad (the ablation
+    bench's), and, after the same whole-image alignment, abs_rel within 2 pixels of a depth edge and beyond / before
+    the bias split."""
+    import torch
+
+    from hf_distill.demo import EVAL_DEPTH_RANGE
+    from hf_distill.evaluation.metrics import align_prediction, evaluate_depth
+
+    rows = []
+    for sample, prediction in zip(samples, predictions):
+        gt, valid = torch.from_numpy(sample.depth), torch.from_numpy(sample.valid)
+        metrics = evaluate_depth(prediction, gt, valid, alignment="disparity", min_depth=EVAL_DEPTH_RANGE[0],
+                                 max_depth=EVAL_DEPTH_RANGE[1])
+        depth = align_prediction(prediction[None], gt[None], valid[None])[0].float().clamp(*EVAL_DEPTH_RANGE)
+        relative = (depth - gt).abs() / gt
+        regions = (valid & edge_band(gt), valid & (gt > SPLIT), valid & (gt < SPLIT))
+        rows.append([metrics["abs_rel"], metrics["delta1"], edge_gradient_error(depth, gt, valid),
+                     *(float(relative[r].mean()) if r.any() else math.nan for r in regions)])
+    return dict(zip(METRICS, map(float, np.nanmean(np.array(rows, dtype=float), axis=0))))
+
+
+def score_teacher(spec: str, num_eval: int) -> dict[str, float]:
+    """An oracle teacher on the full held-out views (each view given whole, as the student is)."""
+    import torch
+
+    from hf_distill.teachers import build_teacher
+
+    teacher, samples = build_teacher(spec), _eval_samples(num_eval)
+    predictions = []
+    for sample in samples:
+        view = torch.from_numpy(np.asarray(sample.image, np.float32) / 255.0).permute(2, 0, 1)[None]
+        predictions.append(teacher(view, depth=torch.from_numpy(sample.depth)[None])[0][0])
+    return score(predictions, samples)
+
+
+def run_setup(setup: Setup, seed: int, steps: int, num_eval: int, workdir: str, common: tuple[str, ...]) -> dict:
+    """Train one student of `setup` with `seed` (the ablation bench's demo settings); its held-out metrics."""
+    import torch
+
+    from hf_distill.evaluation.predict import predict_depth_tensors
+    from hf_distill.training.cli import parse_distill_args
+    from hf_distill.training.run import build_trainer
+
+    torch.set_num_threads(1)
+    started = time.perf_counter()
+    out = Path(workdir) / f"{setup.name.replace(' ', '_').replace('+', 'p')}_seed{seed}"
+    argv = ["--config", "demo", "--output_dir", str(out), "--seed", str(seed), "--max_steps", str(steps),
+            "--warmup_steps", str(max(steps // 20, 1)), "--generated_scene_size", str(SCENE_SIDE), str(SCENE_SIDE),
+            "--min_region", str(SCENE_SIDE // 2), "--save_strategy", "no", "--visualize_steps", "0",
+            "--logging_steps", str(steps), "--disable_tqdm", "true", "--teacher_models", *setup.teachers,
+            *common, *setup.flags]
+    trainer = build_trainer(*parse_distill_args(argv))
+    trainer.train()
+    student = trainer.accelerator.unwrap_model(trainer.model).student.eval()
+    samples = _eval_samples(num_eval)
+    with torch.no_grad():
+        predictions = predict_depth_tensors(student, trainer.processing_class, [s.image for s in samples])
+    return {"group": setup.group, "config": setup.name, "teachers": list(setup.teachers), "flags": list(setup.flags),
+            "seed": seed, "steps": steps, "metrics": score(predictions, samples),
+            "wall_time_s": time.perf_counter() - started}
+
+
+def _compare(a: tuple[float, float, int], b: tuple[float, float, int]) -> tuple[bool | None, str]:
+    """Whether a is lower than b by a real difference (None: one seed, no verdict), and the ablation verdict."""
+    text = verdict(a, b)
+    if text.startswith("one seed"):
+        return None, text
+    return a[0] < b[0] and text.endswith("(real)"), text
+
+
+def _fixed(value: float, n: int) -> tuple[float, float, int]:
+    """A deterministic teacher's value as (mean, sd, n) for `verdict`: no spread."""
+    return value, 0.0, n
+
+
+def judge(runs: list[dict], teachers: dict[str, dict[str, float]]) -> list[dict]:
+    """Each prediction's verdict ("held", "not held", "no verdict" with one seed) and the numbers behind it."""
+    table = summarize(runs)
+    n = max(v["abs_rel"][2] for v in table.values())
+    checks: dict[str, list[tuple[str, tuple, tuple]]] = {}
+    diagnostics: dict[str, list[tuple[str, tuple, tuple]]] = {}
+    if {"res SC", "res SC+LG"} <= table.keys():
+        edge = _fixed(teachers[RESOLUTION]["edge_grad"], n)
+        checks["resolution"] = [("edge_grad SC+LG < SC", table["res SC+LG"]["edge_grad"], table["res SC"]["edge_grad"]),
+                                ("edge_grad SC+LG < teacher", table["res SC+LG"]["edge_grad"], edge)]
+        # Diagnostic, outside the verdict: edge_grad is not monotonic in blur (see README), abs_rel at edges is.
+        diagnostics["resolution"] = [
+            ("edge_abs_rel SC+LG < SC", table["res SC+LG"]["edge_abs_rel"], table["res SC"]["edge_abs_rel"]),
+            ("edge_abs_rel SC+LG < teacher", table["res SC+LG"]["edge_abs_rel"],
+             _fixed(teachers[RESOLUTION]["edge_abs_rel"], n))]
+    if all(f"affine {c} {m}" in table for c in ("SC", "LG") for m in ("none", "global", "hybrid")):
+        checks["affine"] = [(f"abs_rel {c} {m} < {c} none", table[f"affine {c} {m}"]["abs_rel"],
+                             table[f"affine {c} none"]["abs_rel"]) for c in ("SC", "LG") for m in ("global", "hybrid")]
+    if {"far only", "near only", "far+near"} <= table.keys():
+        mix = table["far+near"]
+        if "exact" in table:
+            diagnostics["bias"] = [("abs_rel far+near < exact-oracle student", mix["abs_rel"],
+                                    table["exact"]["abs_rel"])]
+        checks["bias"] = [("abs_rel far+near < far only", mix["abs_rel"], table["far only"]["abs_rel"]),
+                          ("abs_rel far+near < near only", mix["abs_rel"], table["near only"]["abs_rel"]),
+                          ("abs_rel_far far+near < far teacher", mix["abs_rel_far"],
+                           _fixed(teachers[FAR]["abs_rel_far"], n)),
+                          ("abs_rel_near far+near < near teacher", mix["abs_rel_near"],
+                           _fixed(teachers[NEAR]["abs_rel_near"], n))]
+    if "noise SC+LG" in table and "exact" in table:  # noise averaged away: level with the exact-oracle student?
+        diagnostics["noise"] = [("abs_rel noise student < exact-oracle student", table["noise SC+LG"]["abs_rel"],
+                                 table["exact"]["abs_rel"])]
+    if "noise SC+LG" in table:
+        checks["noise"] = [("abs_rel student < teacher", table["noise SC+LG"]["abs_rel"],
+                            _fixed(teachers[NOISE]["abs_rel"], n))]
+    predictions = []
+    for group, items in checks.items():
+        numbers, outcomes = {}, []
+        for label, a, b in items:
+            held, text = _compare(a, b)
+            outcomes.append(held)
+            numbers[label] = {"a": a[0], "a_sd": a[1], "b": b[0], "b_sd": b[1], "verdict": text, "held": held}
+        for label, a, b in diagnostics.get(group, []):
+            held, text = _compare(a, b)
+            numbers[f"{label} (diagnostic)"] = {"a": a[0], "a_sd": a[1], "b": b[0], "b_sd": b[1], "verdict": text,
+                                                "held": held}
+        if group == "affine":  # "most of all under LG": the gap to the better of global and hybrid is larger
+            best = {c: min(table[f"affine {c} {m}"]["abs_rel"][0] for m in ("global", "hybrid")) for c in ("SC", "LG")}
+            gaps = {c: table[f"affine {c} none"]["abs_rel"][0] - best[c] for c in ("SC", "LG")}
+            numbers["gap none - best, SC"], numbers["gap none - best, LG"] = gaps["SC"], gaps["LG"]
+            outcomes.append(None if None in outcomes else gaps["LG"] > gaps["SC"])
+        result = "no verdict" if None in outcomes else "held" if all(outcomes) else "not held"
+        predictions.append({"group": group, "prediction": PREDICTIONS[group], "verdict": result, "numbers": numbers})
+    return predictions
+
+
+def markdown(runs: list[dict], teachers: dict[str, dict[str, float]], predictions: list[dict]) -> str:
+    table = summarize(runs)
+    metrics = METRICS
+    seeds = max(v["abs_rel"][2] for v in table.values())
+    lines = [f"Seeds per setup: {seeds}; mean ± standard deviation over seeds. Teachers are scored on the same "
+             "held-out views (deterministic).", "",
+             "| setup | teachers | " + " | ".join(metrics) + " |", "|---" * (len(metrics) + 2) + "|"]
+    for setup in GRID:
+        if setup.name not in table:
+            continue
+        cells = []
+        for metric in metrics:
+            mean, sd, count = table[setup.name][metric]
+            cells.append(f"{mean:.4f} ± {sd:.4f}" if count > 1 else f"{mean:.4f}")
+        lines.append(f"| {setup.name} | {' + '.join(f'`{t}`' for t in setup.teachers)} | " + " | ".join(cells) + " |")
+    for spec, values in teachers.items():
+        lines.append(f"| teacher | `{spec}` | " + " | ".join(f"{values[m]:.4f}" for m in metrics) + " |")
+    lines += ["", "| prediction | verdict | numbers (a vs b: difference, rule) |", "|---|---|---|"]
+    for p in predictions:
+        parts = [f"{k}: {v['a']:.4f} vs {v['b']:.4f}, {v['verdict']}" if isinstance(v, dict) else f"{k}: {v:+.4f}"
+                 for k, v in p["numbers"].items()]
+        lines.append(f"| {p['prediction']} | **{p['verdict']}** | {'; '.join(parts)} |")
+    return "\n".join(lines) + "\n"
+
+
+def chart(runs: list[dict], teachers: dict[str, dict[str, float]], path: Path) -> None:
+    """One panel per prediction: the metric it is about, per setup (error bar: standard deviation), teachers dashed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    table = summarize(runs)
+    panels = [("resolution", "edge_grad / edge_abs_rel",
+               [(s, m) for s in ("res SC", "res SC+LG") for m in ("edge_grad", "edge_abs_rel")],
+               [(RESOLUTION, "edge_grad"), (RESOLUTION, "edge_abs_rel")]),
+              ("affine", "abs_rel", [(s.name, "abs_rel") for s in GRID if s.group == "affine"], [(AFFINE, "abs_rel")]),
+              ("bias", "abs_rel (all / far / near)",
+               [(s, m) for s in ("far only", "near only", "far+near")
+                for m in ("abs_rel", "abs_rel_far", "abs_rel_near")],
+               [(FAR, "abs_rel_far"), (NEAR, "abs_rel_near")]),
+              ("noise", "abs_rel", [("noise SC+LG", "abs_rel"), ("exact", "abs_rel")], [(NOISE, "abs_rel")])]
+    fig, axes = plt.subplots(1, 4, figsize=(18, 4.8), gridspec_kw={"width_ratios": [4, 6, 9, 2]})
+    for ax, (group, ylabel, bars, lines) in zip(axes, panels):
+        bars = [(s, m) for s, m in bars if s in table]
+        means = [table[s][m][0] for s, m in bars]
+        sds = [0.0 if math.isnan(table[s][m][1]) else table[s][m][1] for s, m in bars]
+        ax.bar(range(len(bars)), means, yerr=sds, capsize=3, color="tab:blue")
+        for (spec, metric), color in zip(lines, ("tab:red", "tab:orange")):
+            ax.axhline(teachers[spec][metric], color=color, linestyle="--", label=f"teacher {metric}")
+        labels = [s if m == "abs_rel" else f"{s} ({m})" for s, m in bars]
+        ax.set_xticks(range(len(bars)), labels, rotation=60, ha="right", fontsize=7)
+        ax.set_title(group)
+        ax.set_ylabel(ylabel)
+        ax.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--output_dir", type=Path, default=Path("output/mechanisms"))
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--num_generated_scenes", type=int, default=128)
+    parser.add_argument("--num_eval_scenes", type=int, default=24)
+    parser.add_argument("--workers", type=int, default=2, help="runs in parallel (one thread each)")
+    parser.add_argument("--quick", action="store_true", help="every setup, 1 seed, 2 steps at batch 2, 4 scenes")
+    args = parser.parse_args()
+    seeds, steps, num_eval = args.seeds, args.steps, args.num_eval_scenes
+    common: tuple[str, ...] = ("--num_generated_scenes", str(args.num_generated_scenes))
+    if args.quick:
+        seeds, steps, num_eval = 1, 2, 4
+        common = ("--per_device_train_batch_size", "2", "--num_generated_scenes", "8")
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    workdir = args.output_dir / "runs"
+
+    started = time.perf_counter()
+    # Every finished run is appended to runs.jsonl; a rerun with the same settings reuses them (a stopped bench
+    # resumes where it was).
+    log, settings = args.output_dir / "runs.jsonl", {"steps": steps, "common": list(common), "num_eval": num_eval}
+    done, by_name = {}, {setup.name: setup for setup in GRID}
+    if log.is_file():
+        for line in log.read_text().splitlines():
+            run = json.loads(line)
+            setup = by_name.get(run["config"])
+            if run.get("settings") == settings and setup is not None and run["teachers"] == list(setup.teachers):
+                done[(run["config"], run["seed"])] = run
+    jobs = [(setup, seed) for seed in range(seeds) for setup in GRID if (setup.name, seed) not in done]
+    runs = [done[(s.name, seed)] for seed in range(seeds) for s in GRID if (s.name, seed) in done]
+    if runs:
+        print(f"{len(runs)} runs reused from {log}", flush=True)
+    with ProcessPoolExecutor(args.workers, mp_context=get_context("spawn"), initializer=_init_worker) as pool:
+        futures = [pool.submit(run_setup, s, seed, steps, num_eval, str(workdir), common) for s, seed in jobs]
+        for future in futures:
+            runs.append({**future.result(), "settings": settings})
+            with log.open("a") as stream:
+                stream.write(json.dumps(runs[-1]) + "\n")
+            r, m = runs[-1], runs[-1]["metrics"]
+            print(f"{r['config']:<20} seed {r['seed']}  abs_rel {m['abs_rel']:.4f}  delta1 {m['delta1']:.4f}  "
+                  f"edge_grad {m['edge_grad']:.4f}  edge_abs_rel {m['edge_abs_rel']:.4f}  "
+                  f"far {m['abs_rel_far']:.4f}  near {m['abs_rel_near']:.4f}  "
+                  f"{r['wall_time_s']:.0f} s", flush=True)
+    wall = time.perf_counter() - started
+
+    teachers = {spec: score_teacher(spec, num_eval) for spec in dict.fromkeys(t for s in GRID for t in s.teachers)}
+    predictions = judge(runs, teachers)
+    report = {"machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
+                          "workers": args.workers},
+              "wall_time_s": wall, "seeds": list(range(seeds)), "steps": steps, "split_m": SPLIT,
+              "predictions": predictions, "teachers": teachers, "runs": runs}
+    (args.output_dir / "mechanisms.json").write_text(json.dumps(report, indent=1))
+    table = markdown(runs, teachers, predictions)
+    (args.output_dir / "mechanisms.md").write_text(table)
+    chart(runs, teachers, args.output_dir / "mechanisms.png")
+    print(table)
+    for p in predictions:
+        print(f"[{p['verdict'].upper()}] {p['prediction']}")
+        for label, value in p["numbers"].items():
+            print(f"    {label}: " + (f"{value['a']:.4f} vs {value['b']:.4f}, {value['verdict']}"
+                                      if isinstance(value, dict) else f"{value:+.4f}"))
+    print(f"{len(runs)} runs in {wall / 60:.1f} min; outputs in {args.output_dir}/ (mechanisms.json, mechanisms.md, "
+          "mechanisms.png)")
+
+
+if __name__ == "__main__":
+    main()

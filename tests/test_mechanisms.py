@@ -1,0 +1,94 @@
+"""benchmarks/mechanisms.py: its verdicts on made-up results, and --quick end to end."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _mechanisms_module():
+    spec = importlib.util.spec_from_file_location("mechanisms", ROOT / "benchmarks" / "mechanisms.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["mechanisms"] = module  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def _runs(mechanisms, values: dict[str, dict[str, float]], seeds: int) -> list[dict]:
+    """Runs of every setup whose metrics are `values[setup]` (default 0.2) plus a seed-dependent wobble of 0.001."""
+    runs = []
+    for setup in mechanisms.GRID:
+        for seed in range(seeds):
+            metrics = {m: values.get(setup.name, {}).get(m, 0.2) + 0.001 * (seed % 2) for m in mechanisms.METRICS}
+            runs.append({"config": setup.name, "seed": seed, "metrics": metrics})
+    return runs
+
+
+def _teachers(mechanisms) -> dict[str, dict[str, float]]:
+    return {spec: {m: 0.3 for m in mechanisms.METRICS} for spec in (
+        "oracle", mechanisms.RESOLUTION, mechanisms.AFFINE, mechanisms.FAR, mechanisms.NEAR, mechanisms.NOISE)}
+
+
+def test_verdicts_follow_the_ablation_rule():
+    mechanisms = _mechanisms_module()
+    holding = {"res SC+LG": {"edge_grad": 0.1}, "affine SC none": {"abs_rel": 0.25},
+               "affine LG none": {"abs_rel": 0.4},
+               "far+near": {"abs_rel": 0.1, "abs_rel_far": 0.1, "abs_rel_near": 0.1}}
+    verdicts = {p["group"]: p for p in mechanisms.judge(_runs(mechanisms, holding, 5), _teachers(mechanisms))}
+    assert {g: p["verdict"] for g, p in verdicts.items()} == dict.fromkeys(
+        ("resolution", "affine", "bias", "noise"), "held")
+    assert verdicts["affine"]["numbers"]["gap none - best, LG"] == pytest.approx(0.2)
+    assert verdicts["noise"]["numbers"]["abs_rel student < teacher"]["b"] == 0.3
+
+    # none worse under SC than under LG: "most of all under LG" fails although every difference is real
+    reversed_gap = {**holding, "affine SC none": {"abs_rel": 0.5}}
+    verdicts = {p["group"]: p["verdict"] for p in mechanisms.judge(_runs(mechanisms, reversed_gap, 5),
+                                                                    _teachers(mechanisms))}
+    assert verdicts["affine"] == "not held" and verdicts["resolution"] == "held"
+    # a difference inside two standard errors is no difference: not held
+    within_noise = {**holding, "res SC+LG": {"edge_grad": 0.1995}}
+    verdicts = {p["group"]: p["verdict"] for p in mechanisms.judge(_runs(mechanisms, within_noise, 5),
+                                                                    _teachers(mechanisms))}
+    assert verdicts["resolution"] == "not held"
+    one_seed = mechanisms.judge(_runs(mechanisms, holding, 1), _teachers(mechanisms))
+    assert {p["verdict"] for p in one_seed} == {"no verdict"}
+
+
+def test_edge_band_marks_pixels_near_depth_edges():
+    mechanisms = _mechanisms_module()
+    gt = torch.full((8, 12), 2.0)
+    gt[:, 6:] = 4.0  # one vertical edge: columns 5 and 6 are its two sides
+    band = mechanisms.edge_band(gt, width=2)
+    assert band[:, 3:9].all() and not band[:, :3].any() and not band[:, 9:].any()
+
+
+@pytest.mark.slow
+def test_quick_mechanisms_bench_writes_json_table_and_chart(tmp_path):
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "mechanisms.py"), "--quick", "--output_dir",
+                             str(tmp_path)], capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-4000:]
+    report = json.loads((tmp_path / "mechanisms.json").read_text())
+    mechanisms = _mechanisms_module()
+    assert report["seeds"] == [0] and [r["config"] for r in report["runs"]] == [s.name for s in mechanisms.GRID]
+    assert [p["group"] for p in report["predictions"]] == ["resolution", "affine", "bias", "noise"]
+    assert all(p["verdict"] == "no verdict" and p["numbers"] for p in report["predictions"])  # one seed
+    for run in report["runs"]:
+        assert 0 < run["metrics"]["abs_rel"] < 10 and 0 <= run["metrics"]["delta1"] <= 1
+    assert report["teachers"]["oracle"]["abs_rel"] < 1e-6  # the flawless oracle is exact
+    assert report["teachers"][mechanisms.NOISE]["abs_rel"] > 0.05
+    assert "NO VERDICT" in result.stdout
+    assert "| far+near |" in (tmp_path / "mechanisms.md").read_text()
+    assert (tmp_path / "mechanisms.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # the same command again reuses every finished run (runs.jsonl) instead of training again
+    again = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "mechanisms.py"), "--quick", "--output_dir",
+                            str(tmp_path)], capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0 and f"{len(mechanisms.GRID)} runs reused" in again.stdout, again.stderr[-4000:]
+    assert json.loads((tmp_path / "mechanisms.json").read_text())["runs"] == report["runs"]
