@@ -35,6 +35,7 @@ from hf_distill.teachers import TEACHER_CONFIG_NAME, GenPerceptTeacher, TeacherF
 from hf_distill.training.arguments import DataArguments, DistillationArguments, ModelArguments
 from hf_distill.training.data import build_eval_dataset, build_training_source, resolve_eval_data
 from hf_distill.training.run import build_trainer, resolve_teacher_dtype
+from hf_distill.training.trainer import running_dtype
 
 PASS, WARN, FAIL = "ok", "WARN", "FAIL"
 GIB = 1024**3
@@ -523,7 +524,7 @@ def _output_conditioning(trainer) -> Iterable[CheckResult]:
                    for index, (name, teacher) in enumerate(zip(trainer.teacher_names, trainer.teachers))]
         outputs.append(("student", student(normalize_views(views, trainer._student_norm))[0], student.student))
     for label, maps, module in outputs:
-        dtype = mixed or next(module.parameters()).dtype
+        dtype = mixed or running_dtype(module)
         problem = flatness_problem(maps, dtype)
         yield CheckResult(f"output of {label}", WARN if problem else PASS,
                           problem or f"raw output representable in {str(dtype).removeprefix('torch.')}",

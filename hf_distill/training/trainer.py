@@ -279,7 +279,7 @@ class DistillationTrainer(Trainer):
                 label, maps, module = "The student", student_global, self.accelerator.unwrap_model(self.model).student
             else:
                 label, maps, module = f"Teacher {self.teacher_names[key]}", teacher_global, self.teachers[key]
-            self._flatness_pending.append((label, output_spread(maps), mixed or next(module.parameters()).dtype))
+            self._flatness_pending.append((label, output_spread(maps), mixed or running_dtype(module)))
 
     def _report_flatness(self) -> None:
         for label, spread, dtype in self._flatness_pending:
@@ -642,6 +642,12 @@ class DistillationTrainer(Trainer):
             self.push_in_progress = PushInProgress([job])
         else:
             self.push_in_progress.jobs.append(job)
+
+
+def running_dtype(module: torch.nn.Module) -> torch.dtype:
+    """The dtype a module computes in outside autocast: its parameters', float32 for one without (an oracle)."""
+    parameter = next(module.parameters(), None)
+    return torch.float32 if parameter is None else parameter.dtype
 
 
 def deepspeed_teacher_config(training_config: dict, hidden_size: int) -> dict:
