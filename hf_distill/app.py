@@ -22,10 +22,9 @@ from transformers import pipeline
 
 from hf_distill.data.synthetic import render_scene
 from hf_distill.hub import display_name
-from hf_distill.models import PACKAGE_ASSETS, resolve_model_name
+from hf_distill.models import EXAMPLE_PHOTO, resolve_model_name
 from hf_distill.visualize import colorize_depth
 
-EXAMPLE_PHOTO = PACKAGE_ASSETS / "examples" / "coffee.jpg"  # CC0 (assets/examples/README.md)
 EXAMPLE_SCENE_SEEDS = (0, 1)  # held-out generated scenes (the demo evaluates on seeds 0..23)
 EXAMPLE_SCENE_SIZE = (168, 224)
 RAW_DEPTH_FILE = "depth.npz"

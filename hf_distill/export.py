@@ -32,7 +32,7 @@ from transformers import DepthAnythingForDepthEstimation
 from hf_distill.data.synthetic import render_scene
 from hf_distill.evaluation.metrics import mean_depth_metrics
 from hf_distill.hub import ONNX_FILE, ONNX_FOLDER, README, add_onnx_usage, push_student_to_hub
-from hf_distill.models import PACKAGE_ASSETS, load_depth_model, load_image_processor
+from hf_distill.models import EXAMPLE_PHOTO, load_depth_model, load_image_processor
 
 try:
     import onnxruntime
@@ -50,7 +50,6 @@ INPUT_NAME = "pixel_values"
 OUTPUT_NAME = "predicted_depth"
 OPSET = 18
 # A real photograph: "Coffee cup" by Rachel Michetti, CC0 (scikit-image's data; see assets/examples/README.md).
-EXAMPLE_PHOTO = PACKAGE_ASSETS / "examples" / "coffee.jpg"
 # Held-out generated scenes: seeds 0, 1, ... as the demo's held-out evaluation (training scenes use other seeds).
 # (height, width, batch): three sizes, two batch sizes, non-square both ways.
 VERIFY_SCENES: tuple[tuple[int, int, int], ...] = ((126, 168, 2), (182, 140, 1), (98, 98, 1))

@@ -39,6 +39,8 @@ PACKAGE_MODELS: dict[str, Path] = {
     "demo-teacher": PACKAGE_ASSETS / "demo-teacher",
     "demo-student": PACKAGE_ASSETS / "demo-student",  # config and processor only: trained from random weights
 }
+# A real photograph shipped with the package (CC0, see assets/examples/README.md): export checks, the app's examples.
+EXAMPLE_PHOTO = PACKAGE_ASSETS / "examples" / "coffee.jpg"
 
 INIT_MODES = ("pretrained", "backbone", "random")
 IMAGENET_MEAN = [0.485, 0.456, 0.406]

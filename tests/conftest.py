@@ -50,6 +50,18 @@ def assets(tmp_path_factory) -> dict[str, Path]:
     return {"root": root, "data": data, "shards": root / "shards", **{n: root / n for n in ("teacher_large", "teacher_base", "student")}}
 
 
+@pytest.fixture(scope="session")
+def nan_teacher(tmp_path_factory) -> Path:
+    """A tiny teacher whose depth head outputs NaN everywhere (non-finite steps)."""
+    folder = tmp_path_factory.mktemp("nan_teacher")
+    model = DepthAnythingForDepthEstimation(tiny_depth_config("base"))
+    with torch.no_grad():
+        model.head.conv3.bias.fill_(float("nan"))
+    model.save_pretrained(folder)
+    default_image_processor(size=56).save_pretrained(folder)
+    return folder
+
+
 def tiny_argv(assets, output_dir, *extra: str) -> list[str]:
     """A 4-step CPU distillation of ``assets`` (checkpoints and visualisations at steps 2 and 4); ``extra`` flags
     override."""

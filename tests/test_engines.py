@@ -193,19 +193,6 @@ def test_zero3_resumes_a_killed_run_from_its_last_complete_checkpoint(zero3_run,
 # ---- ZeRO-2, bf16 as shipped, streamed data, non-finite steps ---------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def nan_teacher(tmp_path_factory) -> Path:
-    from hf_distill.models import default_image_processor, tiny_depth_config
-
-    folder = tmp_path_factory.mktemp("nan_teacher")
-    model = DepthAnythingForDepthEstimation(tiny_depth_config("base"))
-    with torch.no_grad():
-        model.head.conv3.bias.fill_(float("nan"))
-    model.save_pretrained(folder)
-    default_image_processor(size=56).save_pretrained(folder)
-    return folder
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("config", [ZERO2, ZERO3], ids=["zero2", "zero3"])
 def test_nonfinite_steps_leave_weights_and_optimizer_state_untouched(config, assets, nan_teacher, tmp_path):

@@ -9,7 +9,6 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from huggingface_hub import ModelCard
 from onnx import numpy_helper
 from PIL import Image
 from transformers import DepthAnythingForDepthEstimation

@@ -9,10 +9,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import DepthAnythingForDepthEstimation, Trainer, TrainerCallback
+from transformers import Trainer, TrainerCallback
 
 import hf_distill.data.views as views
-from hf_distill.models import default_image_processor, tiny_depth_config
 from hf_distill.testing import write_image_folder, write_webdataset_shards
 from hf_distill.training.callbacks import NonFiniteLossError
 from hf_distill.training.checkpoints import MANIFEST_NAME
@@ -125,18 +124,6 @@ def test_streamed_run_resumes_without_rereading_the_stream(assets, tmp_path, mon
 
 
 # ---- non-finite losses -------------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def nan_teacher(tmp_path_factory) -> Path:
-    """A tiny teacher whose depth head outputs NaN everywhere."""
-    folder = tmp_path_factory.mktemp("nan_teacher")
-    model = DepthAnythingForDepthEstimation(tiny_depth_config("base"))
-    with torch.no_grad():
-        model.head.conv3.bias.fill_(float("nan"))
-    model.save_pretrained(folder)
-    default_image_processor(size=56).save_pretrained(folder)
-    return folder
 
 
 def test_nonfinite_steps_are_skipped_and_counted(assets, nan_teacher, tmp_path):
