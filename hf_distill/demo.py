@@ -154,9 +154,11 @@ def run_demo(argv: list[str] | tuple[str, ...] = (), *, num_eval_scenes: int = 2
 def measure_size_and_speed(teacher: str, student_dir: str | Path) -> dict[str, ModelProfile]:
     """``{"teacher": ..., "student": ...}``: the size and speed of the teacher and of the student as saved in
     ``student_dir`` (what a user loads), measured with ``PROFILE_SETTINGS`` (CPU, one thread)."""
+    with whole_models():  # built on the main process only: never partitioned (a collective) under ZeRO-3
+        models = {"teacher": load_depth_model(teacher), "student": load_depth_model(str(student_dir))}
     return {
-        "teacher": profile_model(load_depth_model(teacher), PROFILE_SETTINGS, name=teacher),
-        "student": profile_model(load_depth_model(str(student_dir)), PROFILE_SETTINGS, name=Path(student_dir).name),
+        "teacher": profile_model(models["teacher"], PROFILE_SETTINGS, name=teacher),
+        "student": profile_model(models["student"], PROFILE_SETTINGS, name=Path(student_dir).name),
     }
 
 

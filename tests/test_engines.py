@@ -28,7 +28,8 @@ ENGINE_TOLERANCE = {"rtol": 1e-4, "atol": 1e-5}
 def run(command: list[str], timeout: int = 900) -> str:
     result = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
     messages = "\n".join(line for line in (result.stdout + result.stderr).splitlines() if "it/s]" not in line)
-    assert result.returncode == 0, messages[-6000:]
+    errors = "\n".join(line for line in messages.splitlines() if "Error" in line or "error" in line)
+    assert result.returncode == 0, messages[-6000:] + "\n--- error lines ---\n" + errors[-4000:]
     return messages
 
 
