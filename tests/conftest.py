@@ -15,6 +15,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import concurrent.futures  # noqa: E402  (after the environment above)
 import hashlib  # noqa: E402
+import importlib.util  # noqa: E402
 import re  # noqa: E402
 import socket  # noqa: E402
 import sys  # noqa: E402
@@ -79,6 +80,16 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+def load_file_module(path: Path, name: str):
+    """A script or benchmark (not a package module) imported from its file as module ``name``; registered in
+    ``sys.modules`` first, as its dataclasses look their module up."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 def accelerate_launch(*args: str, num_processes: int = 2, config_file: str | Path | None = None,

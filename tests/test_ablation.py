@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import subprocess
@@ -12,15 +11,13 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import load_file_module
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _ablation_module():
-    spec = importlib.util.spec_from_file_location("ablation", ROOT / "benchmarks" / "ablation.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["ablation"] = module  # its dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+    return load_file_module(ROOT / "benchmarks" / "ablation.py", "ablation")
 
 
 def test_edge_gradient_error_counts_only_pairs_next_to_depth_edges():

@@ -1,7 +1,6 @@
 """ONNX export (hf_distill.export, scripts/export.py): dynamic sizes proven through onnxruntime, verification that
 fails on a wrong model, int8 quantisation measured and refused by threshold, and onnx/ on the Hub."""
 
-import importlib.util
 import shutil
 from pathlib import Path
 
@@ -14,7 +13,7 @@ from PIL import Image
 from transformers import DepthAnythingForDepthEstimation
 
 import hf_distill.export as export
-from conftest import FAKE_USER, run_python_snippets, tiny_argv
+from conftest import FAKE_USER, load_file_module, run_python_snippets, tiny_argv
 from hf_distill.data.synthetic import render_scene
 from hf_distill.evaluation import evaluate_depth
 from hf_distill.hub import build_model_card
@@ -83,10 +82,7 @@ def tamper(source: Path, target: Path, name: str = "head.conv3.weight", change=l
 
 
 def load_script(name: str):
-    spec = importlib.util.spec_from_file_location(name.replace(".py", "_script"), ROOT / "scripts" / name)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_file_module(ROOT / "scripts" / name, name.replace(".py", "_script"))
 
 
 def test_export_wrapper_is_the_model_at_any_size():

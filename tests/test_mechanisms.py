@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -11,15 +10,13 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import load_file_module
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _mechanisms_module():
-    spec = importlib.util.spec_from_file_location("mechanisms", ROOT / "benchmarks" / "mechanisms.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["mechanisms"] = module  # its dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+    return load_file_module(ROOT / "benchmarks" / "mechanisms.py", "mechanisms")
 
 
 def _runs(mechanisms, values: dict[str, dict[str, float]], seeds: int) -> list[dict]:

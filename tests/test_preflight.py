@@ -1,7 +1,6 @@
 """The preflight (`scripts/distill.py ... --preflight`): several faults planted at once are each reported on their own
 line; a good recipe passes and runs one real step and one evaluation batch without writing into output_dir."""
 
-import importlib.util
 import shutil
 from pathlib import Path
 
@@ -10,7 +9,7 @@ import torch
 from huggingface_hub import HfApi
 from transformers import DepthAnythingForDepthEstimation
 
-from conftest import tiny_argv
+from conftest import load_file_module, tiny_argv
 from hf_distill.testing import write_eval_benchmark, write_image_folder
 from hf_distill.training import preflight
 from hf_distill.training.cli import parse_distill_args
@@ -21,9 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def distill_main(argv: list[str], capsys) -> tuple[int, str]:
     """scripts/distill.py's main(argv) in this process: (exit code, stdout)."""
-    spec = importlib.util.spec_from_file_location("distill_script", ROOT / "scripts" / "distill.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_file_module(ROOT / "scripts" / "distill.py", "distill_script")
     capsys.readouterr()
     code = module.main(argv)
     return code, capsys.readouterr().out
