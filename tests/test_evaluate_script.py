@@ -1,7 +1,6 @@
 """scripts/evaluate.py end to end on a tiny saved model and generated benchmark fixtures."""
 
 import csv
-import importlib.util
 import json
 import os
 import subprocess
@@ -15,7 +14,7 @@ from huggingface_hub import ModelCard
 from PIL import Image
 from transformers import DepthAnythingForDepthEstimation
 
-from conftest import CARD_ROUNDING
+from conftest import CARD_ROUNDING, load_file_module
 from hf_distill.evaluation import (
     BENCHMARKS,
     METRIC_NAMES,
@@ -33,10 +32,7 @@ SCRIPT = ROOT / "scripts" / "evaluate.py"
 
 
 def _load_script():
-    spec = importlib.util.spec_from_file_location("evaluate_script", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_file_module(SCRIPT, "evaluate_script")
 
 
 def _run(*args: str) -> subprocess.CompletedProcess:

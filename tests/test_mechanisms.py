@@ -36,7 +36,7 @@ def _teachers(mechanisms) -> dict[str, dict[str, float]]:
 
 def test_verdicts_follow_the_ablation_rule():
     mechanisms = _mechanisms_module()
-    holding = {"res SC+LG": {"edge_grad": 0.1}, "affine SC none": {"abs_rel": 0.25},
+    holding = {"res SC+LG": {"edge_abs_rel": 0.1}, "affine SC none": {"abs_rel": 0.25},
                "affine LG none": {"abs_rel": 0.4},
                "far+near": {"abs_rel": 0.1, "abs_rel_far": 0.1, "abs_rel_near": 0.1}}
     verdicts = {p["group"]: p for p in mechanisms.judge(_runs(mechanisms, holding, 5), _teachers(mechanisms))}
@@ -51,12 +51,45 @@ def test_verdicts_follow_the_ablation_rule():
                                                                     _teachers(mechanisms))}
     assert verdicts["affine"] == "not held" and verdicts["resolution"] == "held"
     # a difference inside two standard errors is no difference: not held
-    within_noise = {**holding, "res SC+LG": {"edge_grad": 0.1995}}
+    within_noise = {**holding, "res SC+LG": {"edge_abs_rel": 0.1995}}
     verdicts = {p["group"]: p["verdict"] for p in mechanisms.judge(_runs(mechanisms, within_noise, 5),
                                                                     _teachers(mechanisms))}
     assert verdicts["resolution"] == "not held"
     one_seed = mechanisms.judge(_runs(mechanisms, holding, 1), _teachers(mechanisms))
     assert {p["verdict"] for p in one_seed} == {"no verdict"}
+
+
+def test_a_flaw_smaller_than_the_students_floor_is_untestable():
+    """Teachers at 0.3 and an exact-oracle student at 0.2 (+0.001 on odd seeds): testable; a teacher at or below the floor
+    makes its prediction "untestable at this scale", whatever its students show."""
+    mechanisms = _mechanisms_module()
+    holding = {"res SC+LG": {"edge_abs_rel": 0.1}, "affine SC none": {"abs_rel": 0.25}, "affine LG none": {"abs_rel": 0.4},
+               "far+near": {"abs_rel": 0.1, "abs_rel_far": 0.1, "abs_rel_near": 0.1}}
+    runs = _runs(mechanisms, holding, 5)
+    teachers = _teachers(mechanisms)
+    teachers[mechanisms.NOISE]["abs_rel"] = 0.15  # better than the floor: a student cannot beat it by averaging
+    teachers[mechanisms.NEAR]["abs_rel_near"] = 0.2006  # inside two standard errors of the floor (mean 0.2004, 2 SE 0.0005)
+    teachers[mechanisms.RESOLUTION]["edge_abs_rel"] = 0.21  # a real margin over the floor: still testable
+    verdicts = {p["group"]: p for p in mechanisms.judge(runs, teachers)}
+    assert {g: p["verdict"] for g, p in verdicts.items()} == {
+        "resolution": "held", "affine": "held", "bias": "untestable at this scale", "noise": "untestable at this scale"}
+    gate = verdicts["noise"]["numbers"][f"testable: exact-oracle student abs_rel < teacher {mechanisms.NOISE} abs_rel"]
+    assert (gate["a"], gate["b"], gate["held"]) == (pytest.approx(0.2004), 0.15, False)
+    assert verdicts["noise"]["numbers"]["abs_rel student < teacher"]["held"] is False  # reported all the same
+    near_gate = f"testable: exact-oracle student abs_rel_near < teacher {mechanisms.NEAR} abs_rel_near"
+    assert verdicts["bias"]["numbers"][near_gate]["verdict"].endswith("(no difference at this scale)")
+    # without the flawless-oracle setup nothing is gated
+    ungated = mechanisms.judge([r for r in runs if r["config"] != "exact"], teachers)
+    assert {p["group"]: p["verdict"] for p in ungated}["bias"] == "held"
+
+
+def test_floor_equivalent_is_the_nearest_ladder_teacher():
+    mechanisms = _mechanisms_module()
+    ladder = {"oracle:resolution=2": {"abs_rel": 0.22}, "oracle:resolution=3": {"abs_rel": 0.16},
+              "oracle:resolution=4": {"abs_rel": 0.12}}
+    assert mechanisms.floor_equivalent({"abs_rel": 0.2}, ladder) == "oracle:resolution=2"
+    assert mechanisms.floor_equivalent({"abs_rel": 0.15}, ladder) == "oracle:resolution=3"
+    assert mechanisms.floor_equivalent({"abs_rel": 0.15}, {}) is None
 
 
 def test_edge_band_marks_pixels_near_depth_edges():
@@ -81,6 +114,9 @@ def test_quick_mechanisms_bench_writes_json_table_and_chart(tmp_path):
         assert 0 < run["metrics"]["abs_rel"] < 10 and 0 <= run["metrics"]["delta1"] <= 1
     assert report["teachers"]["oracle"]["abs_rel"] < 1e-6  # the flawless oracle is exact
     assert report["teachers"][mechanisms.NOISE]["abs_rel"] > 0.05
+    # the ladder: exact depth seen at fewer pixels is worse, and the floor is placed on it
+    ladder = [report["teachers"][spec]["abs_rel"] for spec in mechanisms.LADDER]
+    assert ladder == sorted(ladder, reverse=True) and report["floor"]["equivalent_teacher"] in mechanisms.LADDER
     assert "NO VERDICT" in result.stdout
     assert "| far+near |" in (tmp_path / "mechanisms.md").read_text()
     assert (tmp_path / "mechanisms.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

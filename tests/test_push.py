@@ -4,7 +4,6 @@ scripts/distill.py --push_to_hub end to end, and cards that are true on the Hub.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -16,7 +15,7 @@ import torch
 from huggingface_hub import ModelCard
 from safetensors.torch import load_file
 
-from conftest import CARD_ROUNDING, FAKE_USER, tiny_argv
+from conftest import CARD_ROUNDING, FAKE_USER, load_file_module, tiny_argv
 from hf_distill.testing import write_eval_benchmark
 from hf_distill.evaluation import METRIC_NAMES
 from hf_distill.hub import is_training_result
@@ -96,10 +95,7 @@ def test_each_hub_strategy_uploads_the_student_and_what_it_documents(assets, tmp
 
 
 def load_script(name: str):
-    spec = importlib.util.spec_from_file_location(name.replace(".py", "_script"), ROOT / "scripts" / name)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_file_module(ROOT / "scripts" / name, name.replace(".py", "_script"))
 
 
 def eval_flags(nyu) -> list[str]:

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import load_file_module
+
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 SEPARATORS = {"&&", "||", ";", "|", "&"}
@@ -117,9 +119,7 @@ def script_flags_problem(script: Path, argv: list[str], monkeypatch) -> str | No
         patch.setattr(argparse.ArgumentParser, "parse_known_args", capture)
         patch.setattr(sys, "argv", [str(script), *argv])
         patch.syspath_prepend(str(script.parent))
-        spec = importlib.util.spec_from_file_location(f"readme_{script.stem}", script)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)  # not __main__: defines main() without running it
+        module = load_file_module(script, f"readme_{script.stem}")  # not __main__: defines main() without running it
         try:
             main = module.main
             result = main(argv) if main.__code__.co_argcount > 0 else main()

@@ -3,7 +3,6 @@ DeepSpeed launch configs."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -16,10 +15,10 @@ from accelerate.utils import DeepSpeedPlugin
 from accelerate.utils.launch import prepare_deepspeed_cmd_env
 from transformers import DepthAnythingForDepthEstimation
 
-from conftest import accelerate_launch
+from conftest import accelerate_launch, load_file_module
 from hf_distill.testing import write_nyu_csv_layout
 from hf_distill.training.cli import RECIPES_DIR, parse_distill_args, shipped_recipes
-from hf_distill.training.trainer import deepspeed_teacher_config
+from hf_distill.training.engines import deepspeed_teacher_config
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL_RUN = ["--max_steps", "2", "--save_steps", "2", "--logging_steps", "1", "--visualize_steps", "2",
@@ -29,10 +28,7 @@ SMALL_RUN = ["--max_steps", "2", "--save_steps", "2", "--logging_steps", "1", "-
 
 
 def _distill_main():
-    spec = importlib.util.spec_from_file_location("distill_script", ROOT / "scripts" / "distill.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main
+    return load_file_module(ROOT / "scripts" / "distill.py", "distill_script").main
 
 
 def test_the_shipped_recipes_are_package_data_resolvable_by_name():

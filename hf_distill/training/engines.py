@@ -3,6 +3,7 @@ model-size-dependent settings, and the full (gathered) weights of a sharded modu
 
 from __future__ import annotations
 
+import copy
 from contextlib import contextmanager
 
 import torch
@@ -90,3 +91,34 @@ def whole_models():
     finally:
         if config is not None:
             hf_deepspeed.set_hf_deepspeed_config(config)
+
+
+def deepspeed_teacher_config(training_config: dict, hidden_size: int) -> dict:
+    """The DeepSpeed config of a frozen teacher's inference engine, from the student's (training) config.
+
+    ZeRO-3 shards the teacher like the student, with the ``auto`` bucket sizes filled from the teacher's hidden size
+    (as TRL's ``prepare_deepspeed``: the Trainer fills them from the student's config, which has no hidden size for
+    Depth Anything); other stages replicate it (stage 0). No optimizer or scheduler.
+    """
+    config = copy.deepcopy(training_config)
+    config.pop("optimizer", None)
+    config.pop("scheduler", None)
+    zero = config.setdefault("zero_optimization", {})
+    if zero.get("stage") != 3:
+        zero["stage"] = 0
+        return config
+    fill_zero_bucket_sizes(config, hidden_size)
+    return config
+
+
+def prepare_deepspeed_teacher(teacher: torch.nn.Module, accelerator) -> torch.nn.Module:
+    """Wrap a frozen teacher in an inference DeepSpeed engine (ZeRO-3 shards it; other stages replicate it)."""
+    import deepspeed
+
+    # TRL's bucket sizes come from the model's hidden size: the token width, or for a teacher without tokens
+    # (GenPercept) its widest linear layer.
+    hidden_size = teacher.token_width or max(p.shape[-1] for p in teacher.parameters() if p.ndim == 2)
+    config = deepspeed_teacher_config(accelerator.state.deepspeed_plugin.deepspeed_config, hidden_size)
+    engine, *_ = deepspeed.initialize(model=teacher, config=config)
+    engine.eval()
+    return engine

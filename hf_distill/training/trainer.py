@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import os
@@ -36,7 +35,13 @@ from hf_distill.training.callbacks import (
 )
 from hf_distill.training.card import CardInfo, build_student_card, card_model_name
 from hf_distill.training.checkpoints import STAGING_DIR, checkpoint_problem, write_manifest
-from hf_distill.training.engines import check_engine_supported, fill_zero_bucket_sizes, full_state_dict, is_zero3
+from hf_distill.training.engines import (
+    check_engine_supported,
+    fill_zero_bucket_sizes,
+    full_state_dict,
+    is_zero3,
+    prepare_deepspeed_teacher,
+)
 from hf_distill.training.student import StudentWithProjectors
 
 logger = logging.getLogger(__name__)
@@ -174,7 +179,7 @@ class DistillationTrainer(Trainer):
     def _prepare_teacher(self, teacher: Teacher, dtype: torch.dtype) -> torch.nn.Module:
         teacher = teacher.to(dtype=dtype).eval().requires_grad_(False)
         if self.is_deepspeed_enabled:
-            return _prepare_deepspeed_teacher(teacher, self.accelerator)
+            return prepare_deepspeed_teacher(teacher, self.accelerator)
         return self.accelerator.prepare_model(teacher, evaluation_mode=True)
 
     def _draw_teacher(self) -> int:
@@ -648,34 +653,3 @@ def running_dtype(module: torch.nn.Module) -> torch.dtype:
     """The dtype a module computes in outside autocast: its parameters', float32 for one without (an oracle)."""
     parameter = next(module.parameters(), None)
     return torch.float32 if parameter is None else parameter.dtype
-
-
-def deepspeed_teacher_config(training_config: dict, hidden_size: int) -> dict:
-    """The DeepSpeed config of a frozen teacher's inference engine, from the student's (training) config.
-
-    ZeRO-3 shards the teacher like the student, with the ``auto`` bucket sizes filled from the teacher's hidden size
-    (as TRL's ``prepare_deepspeed``: the Trainer fills them from the student's config, which has no hidden size for
-    Depth Anything); other stages replicate it (stage 0). No optimizer or scheduler.
-    """
-    config = copy.deepcopy(training_config)
-    config.pop("optimizer", None)
-    config.pop("scheduler", None)
-    zero = config.setdefault("zero_optimization", {})
-    if zero.get("stage") != 3:
-        zero["stage"] = 0
-        return config
-    fill_zero_bucket_sizes(config, hidden_size)
-    return config
-
-
-def _prepare_deepspeed_teacher(teacher: torch.nn.Module, accelerator) -> torch.nn.Module:
-    """Wrap a frozen teacher in an inference DeepSpeed engine (ZeRO-3 shards it; other stages replicate it)."""
-    import deepspeed
-
-    # TRL's bucket sizes come from the model's hidden size: the token width, or for a teacher without tokens
-    # (GenPercept) its widest linear layer.
-    hidden_size = teacher.token_width or max(p.shape[-1] for p in teacher.parameters() if p.ndim == 2)
-    config = deepspeed_teacher_config(accelerator.state.deepspeed_plugin.deepspeed_config, hidden_size)
-    engine, *_ = deepspeed.initialize(model=teacher, config=config)
-    engine.eval()
-    return engine
