@@ -225,7 +225,8 @@ def judge(runs: list[dict], teachers: dict[str, dict[str, float]]) -> list[dict]
              _fixed(teachers[RESOLUTION]["edge_abs_rel"], n))]
         diagnostics["resolution"] = [
             ("edge_grad SC+LG < SC", table["res SC+LG"]["edge_grad"], table["res SC"]["edge_grad"]),
-            ("edge_grad SC+LG < teacher", table["res SC+LG"]["edge_grad"], _fixed(teachers[RESOLUTION]["edge_grad"], n))]
+            ("edge_grad SC+LG < teacher", table["res SC+LG"]["edge_grad"],
+             _fixed(teachers[RESOLUTION]["edge_grad"], n))]
         gate("resolution", "edge_abs_rel", RESOLUTION)
     if all(f"affine {c} {m}" in table for c in ("SC", "LG") for m in ("none", "global", "hybrid")):
         # Not gated: the flaw acts only through training (alignment removes it from the teacher's own score), and the
@@ -349,7 +350,8 @@ def chart(runs: list[dict], teachers: dict[str, dict[str, float]], path: Path) -
         for (spec, metric), color in zip(lines, ("tab:red", "tab:orange")):
             ax.axhline(teachers[spec][metric], color=color, linestyle="--", label=f"teacher {metric}")
             if "exact" in table:  # the floor a flaw must exceed to be testable
-                ax.axhline(table["exact"][metric][0], color=color, linestyle=":", label=f"flawless-oracle student {metric}")
+                ax.axhline(table["exact"][metric][0], color=color, linestyle=":",
+                           label=f"flawless-oracle student {metric}")
         labels = [s if m == "abs_rel" else f"{s} ({m})" for s, m in bars]
         ax.set_xticks(range(len(bars)), labels, rotation=60, ha="right", fontsize=7)
         ax.set_title(group)
@@ -409,12 +411,13 @@ def main() -> None:
     specs = dict.fromkeys([*(t for s in GRID for t in s.teachers), *LADDER])
     teachers = {spec: score_teacher(spec, num_eval) for spec in specs}
     predictions = judge(runs, teachers)
-    floor = {m: v[0] for m, v in summarize(runs)["exact"].items()} if any(r["config"] == "exact" for r in runs) else None
+    exact = summarize(runs).get("exact")
+    floor = None if exact is None else {metric: value[0] for metric, value in exact.items()}
     report = {"machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
                           "workers": args.workers},
               "wall_time_s": wall, "seeds": list(range(seeds)), "steps": steps, "split_m": SPLIT,
-              "floor": floor and {"metrics": floor,
-                                  "equivalent_teacher": floor_equivalent(floor, {s: teachers[s] for s in LADDER})},
+              "floor": None if floor is None else {
+                  "metrics": floor, "equivalent_teacher": floor_equivalent(floor, {s: teachers[s] for s in LADDER})},
               "predictions": predictions, "teachers": teachers, "runs": runs}
     (args.output_dir / "mechanisms.json").write_text(json.dumps(report, indent=1))
     table = markdown(runs, teachers, predictions)

@@ -60,19 +60,21 @@ def test_verdicts_follow_the_ablation_rule():
 
 
 def test_a_flaw_smaller_than_the_students_floor_is_untestable():
-    """Teachers at 0.3 and an exact-oracle student at 0.2 (+0.001 on odd seeds): testable; a teacher at or below the floor
-    makes its prediction "untestable at this scale", whatever its students show."""
+    """Teachers at 0.3 and an exact-oracle student at 0.2 (+0.001 on odd seeds): testable; a teacher at or below the
+    floor makes its prediction "untestable at this scale", whatever its students show."""
     mechanisms = _mechanisms_module()
-    holding = {"res SC+LG": {"edge_abs_rel": 0.1}, "affine SC none": {"abs_rel": 0.25}, "affine LG none": {"abs_rel": 0.4},
+    holding = {"res SC+LG": {"edge_abs_rel": 0.1}, "affine SC none": {"abs_rel": 0.25},
+               "affine LG none": {"abs_rel": 0.4},
                "far+near": {"abs_rel": 0.1, "abs_rel_far": 0.1, "abs_rel_near": 0.1}}
     runs = _runs(mechanisms, holding, 5)
     teachers = _teachers(mechanisms)
     teachers[mechanisms.NOISE]["abs_rel"] = 0.15  # better than the floor: a student cannot beat it by averaging
-    teachers[mechanisms.NEAR]["abs_rel_near"] = 0.2006  # inside two standard errors of the floor (mean 0.2004, 2 SE 0.0005)
+    teachers[mechanisms.NEAR]["abs_rel_near"] = 0.2006  # inside 2 standard errors of the floor (0.2004, 2 SE 0.0005)
     teachers[mechanisms.RESOLUTION]["edge_abs_rel"] = 0.21  # a real margin over the floor: still testable
     verdicts = {p["group"]: p for p in mechanisms.judge(runs, teachers)}
+    untestable = "untestable at this scale"
     assert {g: p["verdict"] for g, p in verdicts.items()} == {
-        "resolution": "held", "affine": "held", "bias": "untestable at this scale", "noise": "untestable at this scale"}
+        "resolution": "held", "affine": "held", "bias": untestable, "noise": untestable}
     gate = verdicts["noise"]["numbers"][f"testable: exact-oracle student abs_rel < teacher {mechanisms.NOISE} abs_rel"]
     assert (gate["a"], gate["b"], gate["held"]) == (pytest.approx(0.2004), 0.15, False)
     assert verdicts["noise"]["numbers"]["abs_rel student < teacher"]["held"] is False  # reported all the same
