@@ -29,7 +29,6 @@ from torch import Tensor, nn
 from transformers import AutoModelForDepthEstimation, PretrainedConfig, PreTrainedModel
 
 from hf_distill.models import (
-    EncoderTokenTap,
     ModelNotFoundError,
     build_depth_model,
     image_mean_std,
@@ -40,6 +39,7 @@ from hf_distill.models import (
 )
 from hf_distill.oracle import ORACLE, OracleSpec, degrade, parse_oracle_spec
 from hf_distill.repositories import REPOSITORIES, RepositoryNotFoundError, resolve_repository
+from hf_distill.token_tap import EncoderTokenTap
 
 # A local GenPercept folder names its family (and optionally its processing resolution) in this file.
 TEACHER_CONFIG_NAME = "teacher_config.json"

@@ -12,7 +12,6 @@ from hf_distill.models import (
     FRESH_HEAD_LEVEL,
     FRESH_HEAD_SPREAD,
     MODEL_ALIASES,
-    EncoderTokenTap,
     ModelNotFoundError,
     build_depth_model,
     default_image_processor,
@@ -25,6 +24,7 @@ from hf_distill.models import (
     resolve_model_name,
     tiny_depth_config,
 )
+from hf_distill.token_tap import EncoderTokenTap
 
 
 def num_parameters(model: torch.nn.Module) -> int:

@@ -22,8 +22,9 @@ from hf_distill.losses import (
     local_global_loss,
     normalized_l1,
 )
-from hf_distill.models import EncoderTokenTap, tiny_depth_config
+from hf_distill.models import tiny_depth_config
 from hf_distill.testing import write_eval_benchmark, write_nyu_csv_layout
+from hf_distill.token_tap import EncoderTokenTap
 from hf_distill.training.cli import parse_distill_args
 from hf_distill.training.run import build_trainer, run_distillation
 

@@ -11,7 +11,7 @@ from torch import nn
 from transformers import DepthAnythingForDepthEstimation
 
 from hf_distill.losses import FeatureProjector
-from hf_distill.models import EncoderTokenTap
+from hf_distill.token_tap import EncoderTokenTap
 
 # Parameters that a plain forward never touches: the DINOv2 mask token (used only with bool_masked_pos) and
 # the residual branch of the first fusion layer (it has no coarser level to fuse). Frozen so that DDP need not
