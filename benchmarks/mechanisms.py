@@ -289,7 +289,19 @@ def floor_equivalent(floor: dict[str, float], ladder: dict[str, dict[str, float]
     return min(ladder, key=lambda spec: abs(ladder[spec]["abs_rel"] - floor["abs_rel"]))
 
 
-def markdown(runs: list[dict], teachers: dict[str, dict[str, float]], predictions: list[dict]) -> str:
+def floor_report(runs: list[dict], teachers: dict[str, dict[str, float]]) -> dict | None:
+    """The flawless-oracle student's mean metrics and the ladder teacher it equals (None without the `exact` setup)."""
+    exact = summarize(runs).get("exact")
+    if exact is None:
+        return None
+    floor = {metric: value[0] for metric, value in exact.items()}
+    ladder = {spec: teachers[spec] for spec in LADDER if spec in teachers}
+    return {"metrics": floor, "equivalent_teacher": floor_equivalent(floor, ladder)}
+
+
+def markdown(runs: list[dict], teachers: dict[str, dict[str, float]], predictions: list[dict],
+             floor: dict | None) -> str:
+    """The setups' and teachers' table, the floor's place on the ladder (``floor_report``) and the verdicts."""
     table = summarize(runs)
     metrics = METRICS
     seeds = max(v["abs_rel"][2] for v in table.values())
@@ -306,15 +318,14 @@ def markdown(runs: list[dict], teachers: dict[str, dict[str, float]], prediction
         lines.append(f"| {setup.name} | {' + '.join(f'`{t}`' for t in setup.teachers)} | " + " | ".join(cells) + " |")
     for spec, values in teachers.items():
         lines.append(f"| teacher | `{spec}` | " + " | ".join(f"{values[m]:.4f}" for m in metrics) + " |")
-    if "exact" in table:
-        floor = {m: table["exact"][m][0] for m in metrics}
-        spec = floor_equivalent(floor, {s: teachers[s] for s in LADDER if s in teachers})
-        if spec is not None:
-            lines += ["", f"The flawless-oracle student (the floor: abs_rel {floor['abs_rel']:.4f}, edge_abs_rel "
-                          f"{floor['edge_abs_rel']:.4f}) is about as accurate as exact depth seen at "
-                          f"{spec.rpartition('=')[2]} x {spec.rpartition('=')[2]} pixels (`{spec}`: abs_rel "
-                          f"{teachers[spec]['abs_rel']:.4f}, edge_abs_rel {teachers[spec]['edge_abs_rel']:.4f}). A "
-                          "prediction about a flaw smaller than the floor is untestable at this scale."]
+    if floor is not None and floor["equivalent_teacher"] is not None:
+        values, rung = floor["metrics"], floor["equivalent_teacher"]
+        side = rung.rpartition("=")[2]
+        lines += ["", f"The flawless-oracle student (the floor: abs_rel {values['abs_rel']:.4f}, edge_abs_rel "
+                      f"{values['edge_abs_rel']:.4f}) is about as accurate as exact depth seen at {side} x {side} "
+                      f"pixels (`{rung}`: abs_rel {teachers[rung]['abs_rel']:.4f}, edge_abs_rel "
+                      f"{teachers[rung]['edge_abs_rel']:.4f}). A prediction about a flaw smaller than the floor is "
+                      "untestable at this scale."]
     lines += ["", "| prediction | verdict | numbers (a vs b: difference, rule) |", "|---|---|---|"]
     for p in predictions:
         parts = [f"{k}: {v['a']:.4f} vs {v['b']:.4f}, {v['verdict']}" if isinstance(v, dict) else f"{k}: {v:+.4f}"
@@ -411,16 +422,14 @@ def main() -> None:
     specs = dict.fromkeys([*(t for s in GRID for t in s.teachers), *LADDER])
     teachers = {spec: score_teacher(spec, num_eval) for spec in specs}
     predictions = judge(runs, teachers)
-    exact = summarize(runs).get("exact")
-    floor = None if exact is None else {metric: value[0] for metric, value in exact.items()}
+    floor = floor_report(runs, teachers)
     report = {"machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
                           "workers": args.workers},
               "wall_time_s": wall, "seeds": list(range(seeds)), "steps": steps, "split_m": SPLIT,
-              "floor": None if floor is None else {
-                  "metrics": floor, "equivalent_teacher": floor_equivalent(floor, {s: teachers[s] for s in LADDER})},
+              "floor": floor,
               "predictions": predictions, "teachers": teachers, "runs": runs}
     (args.output_dir / "mechanisms.json").write_text(json.dumps(report, indent=1))
-    table = markdown(runs, teachers, predictions)
+    table = markdown(runs, teachers, predictions, floor)
     (args.output_dir / "mechanisms.md").write_text(table)
     chart(runs, teachers, args.output_dir / "mechanisms.png")
     print(table)
