@@ -32,6 +32,45 @@ from hf_distill.testing import write_image_folder, write_webdataset_shards  # no
 from hf_distill.hub import CARD_DECIMALS  # noqa: E402
 from hf_distill.models import default_image_processor, tiny_depth_config  # noqa: E402
 
+# pytest.approx compares Python numbers and numpy arrays; what it does with a torch tensor changes between pytest
+# releases (9.2 iterates over a 0-d tensor and raises). Every approx in the suite takes numbers (`.item()`,
+# `float(...)`) or `torch.testing.assert_close` compares tensors; this guard fails a test that passes a tensor on
+# either side, on every pytest version, with a message that says so.
+_pytest_approx = pytest.approx
+
+
+class _TensorFreeApprox:
+    # numpy defers `array == approx` to __eq__ below, as it does for pytest's own approx objects.
+    __array_ufunc__ = None
+    __array_priority__ = 100
+
+    def __init__(self, approx):
+        self._approx = approx
+
+    def __eq__(self, actual):
+        if isinstance(actual, torch.Tensor):
+            raise TypeError("pytest.approx compared with a torch.Tensor: compare numbers (.item()) or use "
+                            "torch.testing.assert_close")
+        return self._approx == actual
+
+    def __ne__(self, actual):
+        return not self == actual
+
+    __hash__ = None
+
+    def __repr__(self) -> str:
+        return repr(self._approx)
+
+
+def _approx_of_numbers(expected, *args, **kwargs):
+    leaves = expected.values() if isinstance(expected, dict) else expected if isinstance(expected, (list, tuple)) else [expected]
+    if any(isinstance(leaf, torch.Tensor) for leaf in leaves):
+        raise TypeError("pytest.approx given a torch.Tensor: pass numbers (.item()) or use torch.testing.assert_close")
+    return _TensorFreeApprox(_pytest_approx(expected, *args, **kwargs))
+
+
+pytest.approx = _approx_of_numbers
+
 # A model-card metric is the measured value rounded to CARD_DECIMALS: off by at most half its last digit.
 CARD_ROUNDING = 0.5 * 10**-CARD_DECIMALS + 1e-12
 

@@ -58,7 +58,7 @@ def test_resolution_limit_loses_fine_detail_that_a_zoomed_patch_shows():
     seen = degrade(view, spec)
     assert seen.shape == view.shape
     assert seen.std() < 0.05 * exact.std()  # the checker is gone: about its mean everywhere
-    assert seen.mean() == pytest.approx(exact.mean(), rel=1e-4)
+    assert seen.mean().item() == pytest.approx(exact.mean().item(), rel=1e-4)
     # The same 8x8 corner zoomed 8x (as a local patch is): 16-pixel cells, coarser than 4, survive.
     patch = view[:, :8, :8].repeat_interleave(8, 1).repeat_interleave(8, 2)
     patch_seen = degrade(patch, spec)
@@ -112,7 +112,7 @@ def test_noise_is_per_pixel_with_the_spec_strength():
     depth = torch.full((4, 64, 64), 2.0)
     seen = degrade(depth, OracleSpec(noise=0.1), torch.Generator().manual_seed(0))
     relative = seen / 0.5 - 1.0
-    assert relative.std() == pytest.approx(0.1, rel=0.03) and abs(float(relative.mean())) < 0.003
+    assert relative.std().item() == pytest.approx(0.1, rel=0.03) and abs(float(relative.mean())) < 0.003
     neighbours = torch.corrcoef(torch.stack([relative[..., :-1].flatten(), relative[..., 1:].flatten()]))[0, 1]
     assert abs(float(neighbours)) < 0.02  # independent pixels
 
