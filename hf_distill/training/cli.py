@@ -8,6 +8,7 @@ onto the fields by :func:`translate_seed_flags`; a ``--config`` file's values ar
 from __future__ import annotations
 
 import json
+import logging
 import math
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,8 @@ import yaml
 from transformers import HfArgumentParser
 
 from hf_distill.training.arguments import DataArguments, DistillationArguments, ModelArguments, validate_arguments
+
+logger = logging.getLogger(__name__)
 
 # Seed re-implementation flag -> HF field. `--use_nyu_dataset` and `--num_segments` need a value transform.
 SEED_FLAG_NAMES = {
@@ -111,6 +114,33 @@ def load_config_file(name_or_path: str | Path) -> dict[str, Any]:
     return translate_seed_config(config)
 
 
+def drop_recipe_weights_of_replaced_teachers(config: dict[str, Any], argv: list[str]) -> None:
+    """A config file's ``teacher_sampling_weights`` belong to its ``teacher_models``: when the command line names
+    other teachers and no weights of its own, the file's weights are dropped (teachers drawn uniformly), with a
+    note, so that ``--config sa1b_multiteacher --teacher_models depthanything-large`` runs with one teacher."""
+    flags = {token[2:].partition("=")[0] for token in argv if token.startswith("--")}
+    if "teacher_models" not in flags or "teacher_sampling_weights" in flags:
+        return
+    if config.get("teacher_sampling_weights") is None:
+        return
+    given: list[str] = []
+    for at, token in enumerate(argv):
+        if token.startswith("--teacher_models="):
+            given = [token.partition("=")[2]]
+        elif token == "--teacher_models":
+            given = []
+            for value in argv[at + 1:]:
+                if value.startswith("--"):
+                    break
+                given.append(value)
+    if given and given == list(config.get("teacher_models") or []):
+        return
+    logger.info("--teacher_models replaces the config's teachers %s, so its --teacher_sampling_weights %s are "
+                "dropped: teachers are drawn uniformly (pass --teacher_sampling_weights to choose).",
+                config.get("teacher_models"), config["teacher_sampling_weights"])
+    del config["teacher_sampling_weights"]
+
+
 class _RaisingParser(HfArgumentParser):
     """Argument errors become a ``ValueError`` (one line for the CLI) instead of a usage dump and ``sys.exit``."""
 
@@ -136,6 +166,7 @@ def parse_distill_args(
     unknown = sorted(set(config) - known)
     if unknown:
         raise ValueError(f"--config: unknown keys {unknown}")
+    drop_recipe_weights_of_replaced_teachers(config, argv)
     parser.set_defaults(**config)
     model_args, data_args, training_args = parser.parse_args_into_dataclasses(
         args=translate_seed_flags(argv), look_for_args_file=False
