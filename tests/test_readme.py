@@ -1,7 +1,9 @@
-"""Every command in README.md's ```bash blocks (and the command lines of scripts/*.sh) names a program that exists in
-this environment, and every flag it gives is accepted: our scripts' flags by the scripts' own parsers (captured when
-the script parses its arguments, before it does anything), `accelerate launch` options by accelerate's parser, `hf`
-subcommands and options by `hf <subcommand> --help`, pip options by pip's parser. Nothing is run or downloaded."""
+"""Every command in the ```bash blocks of README.md and docs/*.md (and the command lines of scripts/*.sh) names a
+program that exists in this environment, and every flag it gives is accepted: our scripts' flags by the scripts' own
+parsers (captured when the script parses its arguments, before it does anything), then the same validation the
+script applies before it loads anything (the argument dataclasses' checks, the checks across them, recipes loaded
+by name); `accelerate launch` options by accelerate's parser, `hf` subcommands and options by `hf <subcommand>
+--help`, pip options by pip's parser. Nothing is run or downloaded: paths stand for data that is not here."""
 
 from __future__ import annotations
 
@@ -17,11 +19,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import torch
 
 from conftest import load_file_module
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
+# The user documents whose commands are checked: the README and every page of the documentation site.
+DOCUMENTS = [README, *sorted((ROOT / "docs").glob("*.md"))]
 SEPARATORS = {"&&", "||", ";", "|", "&"}
 SHELL_SUFFIXES = (".sh", ".slurm", ".sbatch")  # batch scripts are shell scripts: their command lines are checked
 LAUNCHERS = ("accelerate", "python", "python3")
@@ -64,13 +69,18 @@ def split_commands(text: str, where: str, arrays: dict[str, list[str]] | None = 
     return commands
 
 
-def readme_commands() -> list[Command]:
-    text = README.read_text()
+def document_commands(path: Path) -> list[Command]:
+    """The commands of a Markdown document's ```bash blocks, each named by file and line."""
+    text = path.read_text()
     commands = []
     for match in re.finditer(r"^```bash\n(.*?)^```", text, flags=re.S | re.M):
         line = text[: match.start()].count("\n") + 2
-        commands += split_commands(match.group(1), f"README.md:{line}")
+        commands += split_commands(match.group(1), f"{path.relative_to(ROOT)}:{line}")
     return commands
+
+
+def readme_commands() -> list[Command]:
+    return [command for document in DOCUMENTS for command in document_commands(document)]
 
 
 def shell_script_commands(path: Path, extra: list[str]) -> list[Command]:
@@ -126,8 +136,48 @@ def script_flags_problem(script: Path, argv: list[str], monkeypatch) -> str | No
         except _Parsed as parsed:
             if parsed.error is not None:
                 return f"refused: {parsed.error}"
-            return f"unknown flags {parsed.unknown}" if parsed.unknown else None
-    return f"main() returned {result!r} without parsing its arguments"
+            if parsed.unknown:
+                return f"unknown flags {parsed.unknown}"
+            result = parsed
+    if not isinstance(result, _Parsed):
+        return f"main() returned {result!r} without parsing its arguments"
+    return validation_problem(script, argv, module)  # with the real parser again
+
+
+def on_this_machine(argv: list[str]) -> list[str]:
+    """``argv`` as this machine can validate it: without a GPU, TrainingArguments refuses a recipe's bf16 unless the
+    run is on the CPU, a check of the hardware rather than of the command."""
+    if torch.cuda.is_available() or "--use_cpu" in argv:
+        return argv
+    return [*argv, "--use_cpu"]
+
+
+def validation_problem(script: Path, argv: list[str], module) -> str | None:
+    """The checks a script applies to its parsed arguments before it loads a model or reads data: None when they
+    pass, else the error. distill.py: the three dataclasses, the checks across them, the recipe by name;
+    evaluate.py: the benchmark names, split lists and roots; export.py: ExportArguments' checks."""
+    try:
+        if script.name == "distill.py":
+            if not argv or argv[0] == "--demo":  # the demo is the demo recipe plus overrides
+                argv = ["--config", "demo", *argv[1:]]
+            module.parse_distill_args(on_this_machine(argv))
+        elif script.name == "evaluate.py":
+            from hf_distill.evaluation.run import benchmark_names, benchmark_roots, split_files
+
+            args = module.parse_args(argv)
+            if "," not in args.model:
+                names = benchmark_names(args.benchmark)
+                split_files(names, args.split_file)
+                benchmark_roots(names, args.data_dir)
+        elif script.name == "export.py":
+            from transformers import HfArgumentParser
+
+            from hf_distill.export import ExportArguments
+
+            HfArgumentParser(ExportArguments).parse_args_into_dataclasses(argv)
+    except (ValueError, FileNotFoundError, SystemExit) as error:
+        return f"invalid: {error}"
+    return None
 
 
 # ---- programs -------------------------------------------------------------------------------------------------
@@ -257,6 +307,12 @@ def test_the_checks_catch_a_wrong_flag_a_missing_program_and_a_stale_index(monke
         "accelerate launch --no_such_option 2 scripts/distill.py",
         "bash scripts/train_nyu.sh --no_such_flag",
         "python scripts/no_such_script.py",
+        "python scripts/distill.py --config sa1b_multiteacher --teacher_models a --teacher_sampling_weights 1 2",
+        "python scripts/distill.py --config nyu --dataset_dir d --global_crop_size 384",
+        "python scripts/distill.py --config no_such_recipe",
+        "python scripts/distill.py --normalization none --teacher_models a b",
+        "python scripts/evaluate.py --model m --benchmark no_such_benchmark --data_dir d",
+        "python scripts/export.py --model m --push_to_hub",
         "sbatch --nodes 2 scripts/no_such_job.slurm",
         "huggingface-cli login",
         "hf download you/model --no-such-option",
@@ -279,9 +335,56 @@ def test_a_batch_script_is_checked_through_its_launcher(tmp_path, monkeypatch):
     assert "unknown flags ['--no_such_flag']" in check(command, monkeypatch)
 
 
+def write_placeholders(command: Command, folder: Path) -> None:
+    """Stand-ins for the user's files a command names and the check reads: a `--config my_recipe.yaml` that is not
+    in the repository becomes an empty mapping in ``folder`` (the working directory of the check)."""
+    tokens = command.tokens
+    for at, token in enumerate(tokens[:-1]):
+        name = tokens[at + 1]
+        if token == "--config" and name.endswith((".yaml", ".yml", ".json")) and not (ROOT / name).is_file():
+            (folder / name).parent.mkdir(parents=True, exist_ok=True)
+            (folder / name).write_text("{}\n")
+
+
 @pytest.mark.parametrize("command", readme_commands(), ids=str)
-def test_readme_command(command, monkeypatch):
+def test_readme_command(command, monkeypatch, tmp_path):
+    write_placeholders(command, tmp_path)
+    monkeypatch.chdir(tmp_path)
     assert check(command, monkeypatch) is None, str(command)
+
+
+def test_every_document_has_commands_and_the_readme_starts_with_the_two_first_commands():
+    assert {path.name for path in DOCUMENTS} >= {"README.md", "quickstart.md", "training.md"}
+    first = document_commands(README)[:3]
+    assert [c.tokens for c in first] == [["python", "-m", "pip", "install", "torch==2.13.0", "-e", "."],
+                                        ["python", "scripts/distill.py"], ["bash", ".ci/run"]]
+
+
+def test_the_own_images_command_of_the_readme_runs_one_teacher_drawn_uniformly(caplog):
+    """`--config sa1b_multiteacher --teacher_models depthanything-large`: the recipe's 7:3 weights belong to its two
+    teachers; replaced teachers without weights of their own are drawn uniformly, with a note in the log."""
+    from hf_distill.training.cli import parse_distill_args
+
+    (command,) = [c for c in readme_commands() if c.where.startswith("README") and "--dataset_format" in c.tokens
+                  and "images" in c.tokens]
+    argv = on_this_machine(command.tokens[command.tokens.index("scripts/distill.py") + 1:])
+    with caplog.at_level("INFO", logger="hf_distill"):
+        model_args, data_args, training_args = parse_distill_args(argv)
+    assert model_args.teacher_models == ["depthanything-large"]
+    assert model_args.teacher_sampling_weights is None and model_args.teacher_probabilities == [1.0]
+    assert data_args.dataset_format == "images" and data_args.global_crop_size == 560  # the recipe's settings
+    assert "teacher_sampling_weights" in caplog.text and "uniformly" in caplog.text
+
+    two, _, _ = parse_distill_args(on_this_machine(["--config", "sa1b_multiteacher", "--teacher_models",
+                                                    "depthanything-large", "distill-any-depth-large"]))
+    assert two.teacher_probabilities == [0.5, 0.5]
+    same, _, _ = parse_distill_args(on_this_machine(["--config", "sa1b_multiteacher", "--teacher_models",
+                                                     "depthanything-large", "genpercept-disparity"]))
+    assert same.teacher_sampling_weights == [0.7, 0.3]  # the recipe's own teachers keep its weights
+    chosen, _, _ = parse_distill_args(on_this_machine(["--config", "sa1b_multiteacher", "--teacher_models=a", "b",
+                                                       "--teacher_sampling_weights", "3", "1"][:3] +
+                                                      ["--teacher_sampling_weights", "1"]))
+    assert chosen.teacher_models == ["a"] and chosen.teacher_sampling_weights == [1.0]
 
 
 @pytest.mark.parametrize("script", sorted((ROOT / "scripts").glob("*.sh")), ids=lambda p: p.name)
