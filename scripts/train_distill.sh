@@ -10,7 +10,6 @@ cd "$(dirname "$0")/.."
 accelerate launch --config_file "$ACCELERATE_CONFIG" scripts/distill.py \
     --config sa1b_multiteacher \
     --teacher_models depthanything-large \
-    --teacher_sampling_weights 1.0 \
     --dataset_dir "$DATASET_DIR" \
     --output_dir "$OUTPUT_DIR" \
     "$@"
