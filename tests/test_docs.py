@@ -38,6 +38,7 @@ def python_snippets(path: Path) -> list[tuple[str, str]]:
 
 
 SNIPPETS = [snippet for path in [ROOT / "README.md", *PAGES] for snippet in python_snippets(path)]
+CARD_SNIPPETS = [snippet for path in sorted((ROOT / "model_cards").glob("*.md")) for snippet in python_snippets(path)]
 
 
 @pytest.fixture(scope="module")
@@ -47,8 +48,9 @@ def user_folder(tmp_path_factory, assets) -> Path:
     folder = tmp_path_factory.mktemp("user")
     student = folder / "output" / "mine"
     shutil.copytree(assets["student"], student)
-    Image.open(ROOT / "hf_distill" / "assets" / "examples" / "coffee.jpg").convert("RGB").resize((80, 60)).save(
-        folder / "photo.jpg")
+    photo = Image.open(ROOT / "hf_distill" / "assets" / "examples" / "coffee.jpg").convert("RGB").resize((80, 60))
+    photo.save(folder / "photo.jpg")
+    photo.save(folder / "image.jpg")  # the name the model cards' snippets use
     from hf_distill.export import export_onnx
 
     export_onnx(DepthAnythingForDepthEstimation.from_pretrained(student).eval(), student / "onnx" / "model.onnx")
@@ -58,6 +60,7 @@ def user_folder(tmp_path_factory, assets) -> Path:
 def test_the_documents_have_python_snippets():
     where = {w.split(":")[0] for w, _ in SNIPPETS}
     assert {"README.md", "docs/quickstart.md", "docs/deployment.md", "docs/evaluation.md"} <= where
+    assert len(CARD_SNIPPETS) >= 6  # two per shipped recipe's card
 
 
 @pytest.mark.parametrize("snippet", SNIPPETS, ids=lambda s: s[0])
@@ -72,6 +75,18 @@ def test_python_snippet_runs(snippet, user_folder, monkeypatch):
     if isinstance(namespace.get("result"), dict):
         assert isinstance(namespace["result"]["depth"], Image.Image), where
         assert namespace["result"]["predicted_depth"].ndim == 2, where
+
+
+@pytest.mark.parametrize("snippet", CARD_SNIPPETS, ids=lambda s: s[0])
+def test_model_card_snippet_runs(snippet, user_folder, monkeypatch):
+    """A card's snippets name its repository (``you/dav2-base-nyu-distilled``) or, for a local run, its folder
+    (``demo``): a local folder of that name, next to the snippet, stands in for it."""
+    where, code = snippet
+    for name in set(re.findall(r'(?:model=|from_pretrained\(|model_id = )"([^"]+)"', code)):
+        if not (user_folder / name).exists():
+            shutil.copytree(user_folder / "output" / "mine", user_folder / name)
+    monkeypatch.chdir(user_folder)
+    exec(compile(code, where, "exec"), {})
 
 
 # ---- links and anchors --------------------------------------------------------------------------------------------
