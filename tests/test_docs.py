@@ -193,6 +193,17 @@ def test_the_cli_reference_is_generated_from_the_argument_dataclasses():
             assert f"`--{field}`" in text, field
 
 
+def test_the_picture_script_puts_photograph_teacher_and_student_side_by_side(tmp_path):
+    script = load_file_module(ROOT / "scripts" / "render_readme_picture.py", "render_readme_picture")
+    output = tmp_path / "picture.png"
+    assert script.main(["--student", "demo-teacher", "--output", str(output), "--width", "120"]) == 0
+    with Image.open(output) as picture:
+        assert picture.size == (3 * 120 + 2 * 2, 80)  # three 120x80 panels (the photograph is 600x400), 2-pixel gaps
+        panels = [np.asarray(picture.convert("RGB"))[40:, x:x + 120] for x in (0, 122, 244)]
+    assert np.abs(panels[1].astype(int) - panels[2].astype(int)).max() <= 1  # the same model twice: the same colours
+    assert np.abs(panels[0].astype(int) - panels[1].astype(int)).mean() > 20  # the photograph is not a depth map
+
+
 def test_the_readme_picture_is_small_and_committed():
     picture = DOCS / "assets" / "teacher_student.png"
     assert picture.stat().st_size < 300_000
