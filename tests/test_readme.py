@@ -361,8 +361,8 @@ def test_every_document_has_commands_and_the_readme_starts_with_the_two_first_co
 
 
 def test_the_own_images_command_of_the_readme_runs_one_teacher_drawn_uniformly(caplog):
-    """`--config sa1b_multiteacher --teacher_models depthanything-large`: the recipe's 7:3 weights belong to its two
-    teachers; replaced teachers without weights of their own are drawn uniformly, with a note in the log."""
+    """`--config sa1b_multiteacher --teacher_models depthanything-large`: the recipe's 7:3 weights are one per teacher
+    of its two; another number of teachers without weights of their own is drawn uniformly, with a note in the log."""
     from hf_distill.training.cli import parse_distill_args
 
     (command,) = [c for c in readme_commands() if c.where.startswith("README") and "--dataset_format" in c.tokens
@@ -373,17 +373,17 @@ def test_the_own_images_command_of_the_readme_runs_one_teacher_drawn_uniformly(c
     assert model_args.teacher_models == ["depthanything-large"]
     assert model_args.teacher_sampling_weights is None and model_args.teacher_probabilities == [1.0]
     assert data_args.dataset_format == "images" and data_args.global_crop_size == 560  # the recipe's settings
-    assert "teacher_sampling_weights" in caplog.text and "uniformly" in caplog.text
+    assert "teacher_sampling_weights [0.7, 0.3]" in caplog.text and "uniformly" in caplog.text
 
-    two, _, _ = parse_distill_args(on_this_machine(["--config", "sa1b_multiteacher", "--teacher_models",
-                                                    "depthanything-large", "distill-any-depth-large"]))
-    assert two.teacher_probabilities == [0.5, 0.5]
-    same, _, _ = parse_distill_args(on_this_machine(["--config", "sa1b_multiteacher", "--teacher_models",
-                                                     "depthanything-large", "genpercept-disparity"]))
-    assert same.teacher_sampling_weights == [0.7, 0.3]  # the recipe's own teachers keep its weights
-    chosen, _, _ = parse_distill_args(on_this_machine(["--config", "sa1b_multiteacher", "--teacher_models=a", "b",
-                                                       "--teacher_sampling_weights", "3", "1"][:3] +
-                                                      ["--teacher_sampling_weights", "1"]))
+    # as many teachers as the recipe's (local copies of them, say): its 7:3 weights stay theirs
+    copies, _, _ = parse_distill_args(on_this_machine(["--config", "sa1b_multiteacher", "--teacher_models",
+                                                       "/models/dav2-large", "/models/genpercept"]))
+    assert copies.teacher_sampling_weights == [0.7, 0.3]
+    three, _, _ = parse_distill_args(on_this_machine(["--config", "sa1b_multiteacher", "--teacher_models", "a", "b",
+                                                      "c"]))
+    assert three.teacher_probabilities == pytest.approx([1 / 3] * 3)
+    chosen, _, _ = parse_distill_args(on_this_machine(["--config", "sa1b_multiteacher", "--teacher_models=a",
+                                                       "--teacher_sampling_weights", "1"]))
     assert chosen.teacher_models == ["a"] and chosen.teacher_sampling_weights == [1.0]
 
 

@@ -115,13 +115,14 @@ def load_config_file(name_or_path: str | Path) -> dict[str, Any]:
 
 
 def drop_recipe_weights_of_replaced_teachers(config: dict[str, Any], argv: list[str]) -> None:
-    """A config file's ``teacher_sampling_weights`` belong to its ``teacher_models``: when the command line names
-    other teachers and no weights of its own, the file's weights are dropped (teachers drawn uniformly), with a
-    note, so that ``--config sa1b_multiteacher --teacher_models depthanything-large`` runs with one teacher."""
+    """A config file's ``teacher_sampling_weights`` are one per teacher of its ``teacher_models``: when the command
+    line gives a different number of teachers and no weights of its own, the file's weights are dropped (teachers
+    drawn uniformly), with a note, so that ``--config sa1b_multiteacher --teacher_models depthanything-large`` runs
+    with one teacher. The same number of teachers (local copies of the recipe's, say) keeps the file's weights."""
+    if config.get("teacher_sampling_weights") is None:
+        return
     flags = {token[2:].partition("=")[0] for token in argv if token.startswith("--")}
     if "teacher_models" not in flags or "teacher_sampling_weights" in flags:
-        return
-    if config.get("teacher_sampling_weights") is None:
         return
     given: list[str] = []
     for at, token in enumerate(argv):
@@ -133,11 +134,11 @@ def drop_recipe_weights_of_replaced_teachers(config: dict[str, Any], argv: list[
                 if value.startswith("--"):
                     break
                 given.append(value)
-    if given and given == list(config.get("teacher_models") or []):
+    if len(given) == len(config["teacher_sampling_weights"]):
         return
-    logger.info("--teacher_models replaces the config's teachers %s, so its --teacher_sampling_weights %s are "
-                "dropped: teachers are drawn uniformly (pass --teacher_sampling_weights to choose).",
-                config.get("teacher_models"), config["teacher_sampling_weights"])
+    logger.info("--teacher_models gives %d teacher(s) where the config's --teacher_sampling_weights %s has %d: its "
+                "weights are dropped and teachers are drawn uniformly (pass --teacher_sampling_weights to choose).",
+                len(given), config["teacher_sampling_weights"], len(config["teacher_sampling_weights"]))
     del config["teacher_sampling_weights"]
 
 
