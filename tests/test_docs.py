@@ -138,15 +138,16 @@ def link_problems(path: Path, root: Path = ROOT) -> list[str]:
     return problems
 
 
-@pytest.mark.parametrize("path", [p for p in LINKED_DOCUMENTS if p.exists()], ids=lambda p: str(p.relative_to(ROOT)))
+@pytest.mark.parametrize("path", [p for p in LINKED_DOCUMENTS if p.exists()],
+                         ids=lambda p: str(p.relative_to(ROOT)))
 def test_every_relative_link_and_anchor_resolves(path):
     assert link_problems(path) == []
 
 
 def test_the_link_check_catches_a_missing_file_and_a_missing_anchor(tmp_path):
     page = tmp_path / "page.md"
-    page.write_text("# Title\n\n## Some section\n\n[a](#some-section) [b](#nowhere) [c](missing.md) [d](page.md#title)\n"
-                    "```\n[not a link](missing_too.md)\n```\n")
+    page.write_text("# Title\n\n## Some section\n\n[a](#some-section) [b](#nowhere) [c](missing.md)\n"
+                    "[d](page.md#title) `[code](missing_too.md)`\n```\n[not a link](missing_too.md)\n```\n")
     problems = link_problems(page, root=tmp_path)
     assert problems == ["page.md: #nowhere: no heading with anchor #nowhere", "page.md: missing.md: no such file"]
 
