@@ -14,6 +14,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
+import types
+import typing
 from pathlib import Path
 
 from transformers import TrainingArguments
@@ -43,19 +45,32 @@ def default_text(field: dataclasses.Field) -> str:
     return str(value)
 
 
+def type_text(hint: object) -> str:
+    """A type hint as the table shows it: ``list[str] or None``."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(type_text(arg) for arg in args)
+    if origin is not None:
+        return f"{origin.__name__}[{', '.join(type_text(arg) for arg in args)}]"
+    if hint is type(None):
+        return "None"
+    return hint.__name__ if isinstance(hint, type) else str(hint)
+
+
 def cell(text: str) -> str:
     return " ".join(text.split()).replace("|", "\\|")
 
 
-def field_rows(fields: list[dataclasses.Field]) -> list[str]:
+def field_rows(cls: type, fields: list[dataclasses.Field]) -> list[str]:
+    # Type hints from the class, not Field.type: HfArgumentParser replaces the latter by resolved types when it parses.
+    hints = typing.get_type_hints(cls)
     rows = ["| flag | type | default | description |", "| --- | --- | --- | --- |"]
     for field in fields:
         help_text = field.metadata.get("help", "")
         choices = field.metadata.get("choices")
         if choices:
             help_text += f" Choices: {', '.join(f'`{choice}`' for choice in choices)}."
-        kind = str(field.type).replace("|", "or")
-        rows.append(f"| `--{field.name}` | {cell(kind)} | `{cell(default_text(field))}` | {cell(help_text)} |")
+        rows.append(f"| `--{field.name}` | {cell(type_text(hints[field.name]))} | `{cell(default_text(field))}` | {cell(help_text)} |")
     return rows
 
 
@@ -87,15 +102,15 @@ def render() -> str:
         "",
         "### Models",
         "",
-        *field_rows(dataclasses.fields(ModelArguments)),
+        *field_rows(ModelArguments, dataclasses.fields(ModelArguments)),
         "",
         "### Data and views",
         "",
-        *field_rows(dataclasses.fields(DataArguments)),
+        *field_rows(DataArguments, dataclasses.fields(DataArguments)),
         "",
         "### Losses",
         "",
-        *field_rows(loss_fields),
+        *field_rows(DistillationLossConfig, loss_fields),
         "",
         "### Training",
         "",
@@ -104,7 +119,7 @@ def render() -> str:
         f"[`TrainingArguments`]({TRAINING_ARGUMENTS_DOCS}) flag works as in transformers "
         "(`--learning_rate`, `--max_steps`, `--bf16`, `--push_to_hub`, `--resume_from_checkpoint`, ...).",
         "",
-        *field_rows(training_fields),
+        *field_rows(DistillationArguments, training_fields),
         "",
         "### Flag names of the original implementation",
         "",
@@ -120,7 +135,7 @@ def render() -> str:
         "python scripts/evaluate.py --model MODEL[,MODEL...] --benchmark NAME[,NAME...] --data_dir ROOT [FLAGS...]",
         "```",
         "",
-        *field_rows(dataclasses.fields(EvaluationArguments)),
+        *field_rows(EvaluationArguments, dataclasses.fields(EvaluationArguments)),
         "",
         "## scripts/export.py",
         "",
@@ -128,7 +143,7 @@ def render() -> str:
         "python scripts/export.py --model STUDENT_FOLDER [FLAGS...]",
         "```",
         "",
-        *field_rows(dataclasses.fields(ExportArguments)),
+        *field_rows(ExportArguments, dataclasses.fields(ExportArguments)),
         "",
         "## Other scripts",
         "",
