@@ -231,3 +231,10 @@ def test_the_history_pattern_catches_what_it_should():
         assert HISTORY.search(text), text
     for text in ("the authors' issues #32 and #40", "rounded to 4 decimals"):
         assert not HISTORY.search(text), text
+
+
+@pytest.mark.parametrize("path", LINKED_DOCUMENTS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_documents_cite_the_method_inside_the_repository(path):
+    """The method is docs/method.md: no document points at a design file outside the checkout."""
+    if path.exists():
+        assert not re.search(r"DESIGN\.md|\.\./shared/", path.read_text()), path
