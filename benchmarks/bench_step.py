@@ -89,11 +89,11 @@ def main() -> None:
 
         batch = {k: v.to(device) for k, v in make_batch().items()}
         global_view, local_views = batch["global_view"], batch["local_views"]
-        student_in = normalize_views(global_view, trainer._student_norm)
-        patches_in = normalize_views(local_views.flatten(0, 1), trainer._student_norm)
+        student_in = normalize_views(global_view, trainer.student_normalization)
+        patches_in = normalize_views(local_views.flatten(0, 1), trainer.student_normalization)
 
         def teacher():
-            return trainer._run_teacher(0, global_view, local_views, want_tokens=True)
+            return trainer.run_teacher(0, global_view, local_views, want_tokens=True)
 
         def student():
             with trainer.compute_loss_context_manager():
