@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """One distillation step of DistillationTrainer, broken down, against the bare model work it cannot avoid.
 
-    python benchmarks/bench_step.py                       # V2-Small-structured teacher and student, 224 views
-    python benchmarks/bench_step.py --teacher large --student base --size 560 --batch_size 8 --device cuda
+    python -m benchmarks.bench_step                       # V2-Small-structured teacher and student, 224 views
+    python -m benchmarks.bench_step --teacher large --student base --size 560 --batch_size 8 --device cuda
 
 Measured in the same run, medians over --repeats:
   data      building the batch (views of generated 480x640 JPEGs + collation; in training this runs in workers)

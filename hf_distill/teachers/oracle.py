@@ -1,4 +1,5 @@
-"""The oracle teacher: the exact disparity of generated scenes' views, spoilt by chosen flaws (``hf_distill.oracle``)."""
+"""The oracle teacher: the exact disparity of generated scenes' views, spoilt by chosen flaws
+(``hf_distill.oracle``)."""
 
 from __future__ import annotations
 

@@ -1,8 +1,8 @@
 """Complete checkpoints only: a manifest written last, and resume that skips anything incomplete.
 
 A ``checkpoint-N/`` folder is assembled under ``output_dir/.staging/`` and renamed into place once every file of
-every rank is written (``AtomicCheckpointMixin``, part of ``DistillationTrainer``), so a kill leaves either a whole checkpoint or
-none. The manifest (each file's size) also tells a folder that was truncated or emptied afterwards, or written by
+every rank is written (``AtomicCheckpointMixin``, part of ``DistillationTrainer``), so a kill leaves either a whole
+checkpoint or none. The manifest (each file's size) also tells a folder that was truncated or emptied afterwards, or written by
 something else, from a complete one.
 """
 

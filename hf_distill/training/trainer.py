@@ -258,9 +258,8 @@ class DistillationTrainer(StudentPushMixin, AtomicCheckpointMixin, Trainer):
         teacher_global, teacher_patches, teacher_tokens = self.run_teacher(
             teacher_index, global_view, local_views, want_tokens, depths
         )
-        student_global, student_tokens = model(
-            normalize_views(global_view, self.student_normalization), teacher_index=teacher_index if want_tokens else None
-        )
+        student_global, student_tokens = model(normalize_views(global_view, self.student_normalization),
+                                               teacher_index=teacher_index if want_tokens else None)
         total, terms = self.loss_fn(
             student_global,
             teacher_global,

@@ -114,9 +114,10 @@ def check_disk(ctx: PreflightContext) -> Iterable[CheckResult]:
     if saves is not None:
         kept = min(kept, saves)
     flat_exports = (saves or kept) * params * 4  # student_checkpoint_{step}.safetensors are never rotated
-    need = kept * params * CHECKPOINT_BYTES_PER_PARAM + flat_exports + 3 * params * 4  # + the student folder, best and final exports
+    checkpoint = params * CHECKPOINT_BYTES_PER_PARAM
+    need = kept * checkpoint + flat_exports + 3 * params * 4  # + the student folder, best and final exports
     free = shutil.disk_usage(_existing_parent(output)).free
-    text = (f"{output} writable; {kept} checkpoint(s) of {gib(params * CHECKPOINT_BYTES_PER_PARAM)} (--save_total_limit "
+    text = (f"{output} writable; {kept} checkpoint(s) of {gib(checkpoint)} (--save_total_limit "
             f"{args.save_total_limit}) + {saves or kept} flat exports + final files = {gib(need)} vs {gib(free)} free")
     if need > free:
         yield CheckResult("disk", FAIL, text, "free space, set --save_total_limit, or raise --save_steps")
