@@ -1,8 +1,8 @@
-"""Speed of the HDN/median-MAD losses against a straightforward batched baseline (DESIGN.md §4).
+"""Speed of the HDN/median-MAD losses against a straightforward batched baseline (docs/method.md, Losses).
 
 The baseline computes every context as a full-size mask, stacks them and takes statistics with
 ``torch.nanmedian`` over the masked maps, the way the public HDN code (icoz69/HDN ``demo.py``) does,
-with the exact-mean MAD of DESIGN.md. Usage (CPU, two threads unless told otherwise):
+with the exact-mean MAD of docs/method.md (Losses). Usage (CPU, two threads unless told otherwise):
 
     python -m benchmarks.bench_losses [--threads 2] [--batch 8] [--size 560] [--repeats 3] [--device cpu]
 

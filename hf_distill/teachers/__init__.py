@@ -24,7 +24,7 @@ from hf_distill.teachers.families import (
     teacher_family,
     teacher_needs_depth,
 )
-from hf_distill.teachers.flatness import MIN_SPREAD_EPS, flatness_problem, output_spread, spread_problem
+from hf_distill.teachers.flatness import MIN_SPREAD_EPS, flatness_problem, output_spread, running_dtype, spread_problem
 from hf_distill.teachers.genpercept import TEACHER_CONFIG_NAME, GenPerceptTeacher
 from hf_distill.teachers.oracle import OracleTeacher
 from hf_distill.teachers.spaces import ENTERS_AS, REFUSAL_REASON, OutputSpace, to_disparity
@@ -34,6 +34,6 @@ __all__ = [
     "ENTERS_AS", "FOLDER_FAMILIES", "MIN_SPREAD_EPS", "REFUSAL_REASON", "TEACHER_ALIASES", "TEACHER_CONFIG_NAME",
     "TEACHER_FAMILIES", "GenPerceptTeacher", "OracleTeacher", "OutputSpace", "Teacher", "TeacherFamily",
     "TransformersDepthTeacher", "build_teacher", "flatness_problem", "nearest_multiple", "output_spread",
-    "read_teacher_config", "resize_bilinear", "spread_problem", "teacher_family", "teacher_needs_depth",
+    "read_teacher_config", "resize_bilinear", "running_dtype", "spread_problem", "teacher_family", "teacher_needs_depth",
     "to_disparity",
 ]

@@ -53,3 +53,9 @@ def flatness_problem(depth: Tensor, dtype: torch.dtype) -> str | None:
         load), not every step.
     """
     return spread_problem(float(output_spread(depth)), dtype)
+
+
+def running_dtype(module: torch.nn.Module) -> torch.dtype:
+    """The dtype a module computes in outside autocast: its parameters', float32 for one without (an oracle)."""
+    parameter = next(module.parameters(), None)
+    return torch.float32 if parameter is None else parameter.dtype

@@ -18,7 +18,7 @@ from hf_distill.evaluation.loop import DepthMetrics, EvalAwareCollator
 from hf_distill.evaluation.predict import forward_groups, predict_depth_tensors
 from hf_distill.losses import DistillationLoss, crop_boxes
 from hf_distill.models import mean_std_tensors, normalize_views
-from hf_distill.teachers import Teacher, output_spread, spread_problem
+from hf_distill.teachers import Teacher, output_spread, running_dtype, spread_problem
 from hf_distill.training.arguments import DistillationArguments
 from hf_distill.training.callbacks import (
     EpochSeedCallback,
@@ -486,12 +486,6 @@ class DistillationTrainer(StudentPushMixin, AtomicCheckpointMixin, Trainer):
             self.processing_class.save_pretrained(output_dir)
         torch.save(self.args, os.path.join(output_dir, "training_args.bin"))
 
-
-
-def running_dtype(module: torch.nn.Module) -> torch.dtype:
-    """The dtype a module computes in outside autocast: its parameters', float32 for one without (an oracle)."""
-    parameter = next(module.parameters(), None)
-    return torch.float32 if parameter is None else parameter.dtype
 
 
 def draw_teacher_index(seed: int, step: int, probabilities: list[float]) -> int:

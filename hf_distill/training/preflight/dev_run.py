@@ -11,10 +11,9 @@ from collections.abc import Iterable
 import torch
 
 from hf_distill.models import normalize_views
-from hf_distill.teachers import flatness_problem
+from hf_distill.teachers import flatness_problem, running_dtype
 from hf_distill.training.preflight.report import FAIL, PASS, WARN, CheckResult, PreflightContext, error_summary, gib
 from hf_distill.training.run import build_trainer
-from hf_distill.training.trainer import running_dtype
 
 
 def fast_dev_run(ctx: PreflightContext) -> Iterable[CheckResult]:
