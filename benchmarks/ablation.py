@@ -1,8 +1,8 @@
 """The paper's ablations (Tables 1 and 2, auxiliary terms, student size) at toy scale, on CPU.
 
-    python benchmarks/ablation.py                          # the whole grid, 3 seeds (about an hour on 2 cores)
-    python benchmarks/ablation.py --quick                  # 2 configurations, 1 seed, a few steps (under a minute)
-    python benchmarks/ablation.py --output_dir DIR --seeds 5 --steps 400 --workers 2
+    python -m benchmarks.ablation                          # the whole grid, 3 seeds (about an hour on 2 cores)
+    python -m benchmarks.ablation --quick                  # 2 configurations, 1 seed, a few steps (under a minute)
+    python -m benchmarks.ablation --output_dir DIR --seeds 5 --steps 400 --workers 2
 
 Every run is the demo recipe (`--config demo`: the shipped demo teacher, a random demo student, generated scenes)
 on square 224x224 scenes with regions of 112 to 224 pixels, changed only by the flags of its configuration, trained
@@ -28,10 +28,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from benchmarks.demo_runs import SCENE_SIDE, demo_run_argv, init_worker
+
 if TYPE_CHECKING:
     import torch
 
-SCENE_SIDE = 224
 EDGE_LOG_JUMP = 0.05  # a ground-truth depth edge: log-depth changes by more than 5% between neighbouring pixels
 
 
@@ -121,10 +122,7 @@ def run_one(config: Configuration, seed: int, steps: int, eval_every: int, num_e
     torch.set_num_threads(1)
     started = time.perf_counter()
     out = Path(workdir) / f"{config.name.replace(' ', '_').replace(',', '').replace('+', 'p')}_seed{seed}"
-    argv = ["--config", "demo", "--output_dir", str(out), "--seed", str(seed), "--max_steps",
-            str(steps), "--warmup_steps", str(max(steps // 20, 1)), "--generated_scene_size", str(SCENE_SIDE),
-            str(SCENE_SIDE), "--min_region", str(SCENE_SIDE // 2), "--save_strategy", "no", "--visualize_steps", "0",
-            "--logging_steps", str(steps), "--disable_tqdm", "true", *common]
+    argv = [*demo_run_argv(out, seed, steps), *common]
     # the configuration's own flags win over the common ones above (e.g. no crop's --min_region)
     argv += list(config.flags)
     trainer = build_trainer(*parse_distill_args(argv))
@@ -144,10 +142,6 @@ def run_one(config: Configuration, seed: int, steps: int, eval_every: int, num_e
     metrics = evaluate_student(student, trainer.processing_class, samples)
     return {"group": config.group, "config": config.name, "flags": list(config.flags), "seed": seed,
             "steps": steps, "metrics": metrics, "curve": curve, "wall_time_s": time.perf_counter() - started}
-
-
-def _init_worker() -> None:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 def summarize(runs: list[dict]) -> dict[str, dict[str, tuple[float, float, int]]]:
@@ -263,7 +257,7 @@ def main() -> None:
 
     started = time.perf_counter()
     jobs = [(config, seed) for seed in range(seeds) for config in grid]
-    with ProcessPoolExecutor(args.workers, mp_context=get_context("spawn"), initializer=_init_worker) as pool:
+    with ProcessPoolExecutor(args.workers, mp_context=get_context("spawn"), initializer=init_worker) as pool:
         futures = [pool.submit(run_one, c, s, steps, eval_every, num_eval, str(workdir), common) for c, s in jobs]
         runs = []
         for future in futures:

@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """Does the demo learn under bf16 as it does in float32? Both runs side by side, and how their outputs survive bf16.
 
-    python benchmarks/bench_bf16.py                          # the demo recipe (400 steps), float32 and --bf16
-    python benchmarks/bench_bf16.py --max_steps 100 --threads 2
+    python -m benchmarks.bench_bf16                          # the demo recipe (400 steps), float32 and --bf16
+    python -m benchmarks.bench_bf16 --max_steps 100 --threads 2
 
 Runs ``scripts/distill.py --demo`` twice at once, in two processes with ``--threads`` threads each: once in float32
 and once with ``--bf16`` (CPU autocast: teacher and student compute in bfloat16, as a GPU run does). Each writes its
@@ -27,11 +27,10 @@ import numpy as np
 import torch
 from transformers import DepthAnythingForDepthEstimation
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from hf_distill.demo import DEMO_PROCESSING_SIZE, DEMO_TEACHER, demo_eval_samples
+from hf_distill.models import default_image_processor
 
-from hf_distill.demo import DEMO_PROCESSING_SIZE, DEMO_TEACHER, demo_eval_samples  # noqa: E402
-from hf_distill.models import default_image_processor  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 PRECISIONS = {"float32": [], "bf16": ["--bf16"]}
 

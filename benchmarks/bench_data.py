@@ -1,8 +1,8 @@
 """Views per second per data-loading worker (one process) on SA-1B-sized JPEGs, with and without
 reduced-size JPEG decoding (PIL draft).
 
-    python benchmarks/bench_data.py                      # 1500x2250 JPEGs, G = L = 560, 2 patches
-    python benchmarks/bench_data.py --num_local_patches 0  # global view only: draft decoding applies
+    python -m benchmarks.bench_data                      # 1500x2250 JPEGs, G = L = 560, 2 patches
+    python -m benchmarks.bench_data --num_local_patches 0  # global view only: draft decoding applies
 
 Patches are at most L source pixels (the teacher sees native resolution), so with local patches the
 JPEG must be decoded at full resolution and both modes do the same work; draft decoding pays off

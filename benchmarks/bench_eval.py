@@ -7,7 +7,7 @@ metrics on a precomputed full-size prediction), and the whole evaluation (read, 
 ``--processing_res``, bicubic resize, metrics) for randomly initialised models of the given structures
 ("tiny" = ``tiny_depth_config()``, or an alias such as depthanything-small for the real structure).
 
-    python benchmarks/bench_eval.py --num_samples 8 --models tiny,depthanything-small --processing_res 518
+    python -m benchmarks.bench_eval --num_samples 8 --models tiny,depthanything-small --processing_res 518
 
 On a CPU shared with other work, compare ``--threads 1``: intra-op threads that wait for busy cores
 can make small ops many times slower.

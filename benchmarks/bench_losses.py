@@ -1,10 +1,10 @@
-"""Speed of the HDN/median-MAD losses against a straightforward batched baseline (DESIGN.md §4).
+"""Speed of the HDN/median-MAD losses against a straightforward batched baseline (docs/method.md, Losses).
 
 The baseline computes every context as a full-size mask, stacks them and takes statistics with
 ``torch.nanmedian`` over the masked maps, the way the public HDN code (icoz69/HDN ``demo.py``) does,
-with the exact-mean MAD of DESIGN.md. Usage (CPU, two threads unless told otherwise):
+with the exact-mean MAD of docs/method.md (Losses). Usage (CPU, two threads unless told otherwise):
 
-    python benchmarks/bench_losses.py [--threads 2] [--batch 8] [--size 560] [--repeats 3] [--device cpu]
+    python -m benchmarks.bench_losses [--threads 2] [--batch 8] [--size 560] [--repeats 3] [--device cpu]
 
 ``--engine_baseline FILE`` instead times this median/MAD engine against another version of
 ``hf_distill/losses/median_mad.py`` (e.g. ``git show REV:hf_distill/losses/median_mad.py > old.py``), interleaved in

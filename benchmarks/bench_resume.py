@@ -1,6 +1,6 @@
 """Time to the first new step of a streamed (webdataset) run: resumed at step K versus started at step 0.
 
-    python benchmarks/bench_resume.py                    # K = 200, batch 8, 480x640 JPEG shards, tiny models
+    python -m benchmarks.bench_resume                    # K = 200, batch 8, 480x640 JPEG shards, tiny models
 
 A resumed stream is positioned from the checkpoint's stream_state_{rank}.json: the K x batch examples already trained
 on are read from the tar but neither decoded nor cropped (the Trainer's own resume would decode and crop them all).

@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """One distillation step of DistillationTrainer, broken down, against the bare model work it cannot avoid.
 
-    python benchmarks/bench_step.py                       # V2-Small-structured teacher and student, 224 views
-    python benchmarks/bench_step.py --teacher large --student base --size 560 --batch_size 8 --device cuda
+    python -m benchmarks.bench_step                       # V2-Small-structured teacher and student, 224 views
+    python -m benchmarks.bench_step --teacher large --student base --size 560 --batch_size 8 --device cuda
 
 Measured in the same run, medians over --repeats:
   data      building the batch (views of generated 480x640 JPEGs + collation; in training this runs in workers)
@@ -89,11 +89,11 @@ def main() -> None:
 
         batch = {k: v.to(device) for k, v in make_batch().items()}
         global_view, local_views = batch["global_view"], batch["local_views"]
-        student_in = normalize_views(global_view, trainer._student_norm)
-        patches_in = normalize_views(local_views.flatten(0, 1), trainer._student_norm)
+        student_in = normalize_views(global_view, trainer.student_normalization)
+        patches_in = normalize_views(local_views.flatten(0, 1), trainer.student_normalization)
 
         def teacher():
-            return trainer._run_teacher(0, global_view, local_views, want_tokens=True)
+            return trainer.run_teacher(0, global_view, local_views, want_tokens=True)
 
         def student():
             with trainer.compute_loss_context_manager():

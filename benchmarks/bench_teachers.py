@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """Memory of the paper's two teachers, with their real structures and random weights (no download).
 
-    python benchmarks/bench_teachers.py                     # both teachers, batch 1, 560 views, CPU float32
-    python benchmarks/bench_teachers.py --device cuda --dtype bfloat16 --batch 24
+    python -m benchmarks.bench_teachers                     # both teachers, batch 1, 560 views, CPU float32
+    python -m benchmarks.bench_teachers --device cuda --dtype bfloat16 --batch 24
 
 Each teacher is measured in its own process: parameters (count and bytes in the measured dtype), the process
 memory before its forward, and the peak during one forward on (batch, 3, size, size) views: RSS sampled every
@@ -11,7 +11,7 @@ memory before its forward, and the peak during one forward on (batch, 3, size, s
 run through ``hf_distill.teachers.GenPerceptTeacher`` (768 longest edge, the text encoder dropped after encoding
 the empty prompt).
 
-    python benchmarks/bench_teachers.py --genpercept_vae                   # 24 views at 768: chunked vs one call
+    python -m benchmarks.bench_teachers --genpercept_vae                   # 24 views at 768: chunked vs one call
 
 ``--genpercept_vae`` measures GenPercept's VAE at the paper's step (24 views, 768 x 768) for one call over all
 views and for the teacher's chunks (``GenPerceptTeacher.vae_chunk``). On the meta device (shapes only, nothing
@@ -212,8 +212,8 @@ def genpercept_vae_study(batch: int, size: int, width_divisor: int) -> dict:
     for label, chunk in (("one call", batch), ("teacher's chunks", None)):
         real = meta_decode(batch, size, chunk)
         # The stand-in decodes in the real teacher's chunks (its own narrow widths would allow more views).
-        command = [sys.executable, __file__, "--_decode_chunk", str(real["views_per_call"]), "--batch", str(batch),
-                   "--size", str(size), "--width_divisor", str(width_divisor)]
+        command = [sys.executable, "-m", "benchmarks.bench_teachers", "--decode_chunk", str(real["views_per_call"]),
+                   "--batch", str(batch), "--size", str(size), "--width_divisor", str(width_divisor)]
         measured = json.loads(subprocess.run(command, capture_output=True, text=True, check=True)
                               .stdout.strip().splitlines()[-1])
         flop_ratio = real["decode_tflop_per_view"] / measured["decode_tflop_per_view"]
@@ -242,10 +242,10 @@ def main() -> None:
                              "call vs the teacher's chunks.")
     parser.add_argument("--width_divisor", type=int, default=16, help="Channel divisor of the --genpercept_vae "
                                                                       "stand-in.")
-    parser.add_argument("--_decode_chunk", type=int, default=None, help=argparse.SUPPRESS)  # views per call
+    parser.add_argument("--decode_chunk", type=int, default=None, help=argparse.SUPPRESS)  # views per call
     args = parser.parse_args()
-    if args._decode_chunk is not None:  # one measured configuration, in its own process
-        print(json.dumps(measure_decode(args.batch, args.size, args._decode_chunk, args.width_divisor)))
+    if args.decode_chunk is not None:  # one measured configuration, in its own process
+        print(json.dumps(measure_decode(args.batch, args.size, args.decode_chunk, args.width_divisor)))
         return
     if args.genpercept_vae:
         batch = 24 if args.batch == 1 else args.batch
@@ -256,8 +256,8 @@ def main() -> None:
         print(json.dumps(measure(args.teacher, args.batch, args.size, args.device, getattr(torch, args.dtype))))
         return
     for name in BUILDERS:  # one process each, so that one teacher's memory does not hide the other's
-        command = [sys.executable, __file__, "--teacher", name, "--batch", str(args.batch), "--size",
-                   str(args.size), "--device", args.device, "--dtype", args.dtype]
+        command = [sys.executable, "-m", "benchmarks.bench_teachers", "--teacher", name, "--batch", str(args.batch),
+                   "--size", str(args.size), "--device", args.device, "--dtype", args.dtype]
         result = subprocess.run(command, capture_output=True, text=True, check=True)
         print(result.stdout.strip().splitlines()[-1])
 

@@ -1,8 +1,8 @@
 """Does the mechanism work? The paper's mechanisms tested with teachers whose flaws we chose (oracle teachers).
 
-    python benchmarks/mechanisms.py                         # 13 setups x 5 seeds (about 25 minutes on 2 idle cores)
-    python benchmarks/mechanisms.py --quick                 # every setup, 1 seed, 2 steps (the test suite runs it)
-    python benchmarks/mechanisms.py --output_dir DIR --seeds 5 --steps 200 --workers 2
+    python -m benchmarks.mechanisms                         # 13 setups x 5 seeds (about 25 minutes on 2 idle cores)
+    python -m benchmarks.mechanisms --quick                 # every setup, 1 seed, 2 steps (the test suite runs it)
+    python -m benchmarks.mechanisms --output_dir DIR --seeds 5 --steps 200 --workers 2
 
 Every run is the demo recipe (`--config demo`, a random demo student, generated 224x224 scenes, regions of 112 to
 224 pixels, as `benchmarks/ablation.py`) with an oracle teacher (`hf_distill.oracle`: the exact disparity of each
@@ -28,7 +28,6 @@ import json
 import math
 import os
 import platform
-import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -38,17 +37,8 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ablation import (  # noqa: E402
-    EDGE_LOG_JUMP,
-    LG_ONLY,
-    SC_ONLY,
-    SCENE_SIDE,
-    _init_worker,
-    edge_gradient_error,
-    summarize,
-    verdict,
-)
+from benchmarks.ablation import EDGE_LOG_JUMP, LG_ONLY, SC_ONLY, edge_gradient_error, summarize, verdict
+from benchmarks.demo_runs import demo_run_argv, init_worker
 
 SPLIT = 3.0  # metres: the regional-bias teachers' boundary
 RESOLUTION = "oracle:resolution=28"  # the teacher sees a 28 x 28 input: detail finer than view / 28 is lost
@@ -167,11 +157,7 @@ def run_setup(setup: Setup, seed: int, steps: int, num_eval: int, workdir: str, 
     torch.set_num_threads(1)
     started = time.perf_counter()
     out = Path(workdir) / f"{setup.name.replace(' ', '_').replace('+', 'p')}_seed{seed}"
-    argv = ["--config", "demo", "--output_dir", str(out), "--seed", str(seed), "--max_steps", str(steps),
-            "--warmup_steps", str(max(steps // 20, 1)), "--generated_scene_size", str(SCENE_SIDE), str(SCENE_SIDE),
-            "--min_region", str(SCENE_SIDE // 2), "--save_strategy", "no", "--visualize_steps", "0",
-            "--logging_steps", str(steps), "--disable_tqdm", "true", "--teacher_models", *setup.teachers,
-            *common, *setup.flags]
+    argv = [*demo_run_argv(out, seed, steps), "--teacher_models", *setup.teachers, *common, *setup.flags]
     trainer = build_trainer(*parse_distill_args(argv))
     trainer.train()
     student = trainer.accelerator.unwrap_model(trainer.model).student.eval()
@@ -406,7 +392,7 @@ def main() -> None:
     runs = [done[(s.name, seed)] for seed in range(seeds) for s in GRID if (s.name, seed) in done]
     if runs:
         print(f"{len(runs)} runs reused from {log}", flush=True)
-    with ProcessPoolExecutor(args.workers, mp_context=get_context("spawn"), initializer=_init_worker) as pool:
+    with ProcessPoolExecutor(args.workers, mp_context=get_context("spawn"), initializer=init_worker) as pool:
         futures = [pool.submit(run_setup, s, seed, steps, num_eval, str(workdir), common) for s, seed in jobs]
         for future in futures:
             runs.append({**future.result(), "settings": settings})

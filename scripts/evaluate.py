@@ -26,7 +26,7 @@ import sys
 
 from transformers import HfArgumentParser
 
-from hf_distill.evaluation.run import EvaluationArguments, run_evaluation
+from hf_distill.evaluation_run import EvaluationArguments, run_evaluation
 
 
 def parse_args(argv: list[str] | None = None) -> EvaluationArguments:

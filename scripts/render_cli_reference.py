@@ -20,7 +20,7 @@ from pathlib import Path
 
 from transformers import TrainingArguments
 
-from hf_distill.evaluation.run import EvaluationArguments
+from hf_distill.evaluation_run import EvaluationArguments
 from hf_distill.export import ExportArguments
 from hf_distill.losses.config import DistillationLossConfig
 from hf_distill.training.arguments import DataArguments, DistillationArguments, ModelArguments

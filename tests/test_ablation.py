@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
 import subprocess
@@ -11,13 +12,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import load_file_module
-
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _ablation_module():
-    return load_file_module(ROOT / "benchmarks" / "ablation.py", "ablation")
+    return importlib.import_module("benchmarks.ablation")
 
 
 def test_edge_gradient_error_counts_only_pairs_next_to_depth_edges():
@@ -37,8 +36,8 @@ def test_edge_gradient_error_counts_only_pairs_next_to_depth_edges():
 
 
 def test_quick_ablation_writes_json_table_and_chart(tmp_path):
-    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "ablation.py"), "--quick", "--output_dir",
-                             str(tmp_path)], capture_output=True, text=True, timeout=600)
+    result = subprocess.run([sys.executable, "-m", "benchmarks.ablation", "--quick", "--output_dir", str(tmp_path)],
+                            capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert result.returncode == 0, result.stderr[-4000:]
     report = json.loads((tmp_path / "ablation.json").read_text())
     assert [r["config"] for r in report["runs"]] == ["SC", "SC+LG"]

@@ -237,7 +237,7 @@ def test_cli_error_is_one_line_exit_2(tmp_path, capsys):
 
 
 def test_convert_is_a_leaf():
-    # convert.py only maps keys: models.py imports it, never the other way round.
+    # convert.py only maps keys: hf_distill.models imports it, never the other way round.
     tree = ast.parse((REPO / "hf_distill" / "convert.py").read_text())
     imported = [node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)]
     imported += [alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names]

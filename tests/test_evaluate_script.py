@@ -23,7 +23,7 @@ from hf_distill.evaluation import (
     load_model_and_processor,
     predict_depth,
 )
-from hf_distill.evaluation.run import benchmark_roots
+from hf_distill.evaluation_run import benchmark_roots
 from hf_distill.models import default_image_processor, tiny_depth_config
 from hf_distill.testing import write_eval_benchmark
 

@@ -4,7 +4,6 @@ tiny stand-ins and two processes of accelerate launch: the GPU call must not fai
 from __future__ import annotations
 
 import json
-import runpy
 import subprocess
 import sys
 from pathlib import Path
@@ -12,12 +11,13 @@ from types import SimpleNamespace
 
 import pytest
 
+from benchmarks import gpu_report, gpu_suite, gpu_timer
+
 ROOT = Path(__file__).resolve().parents[1]
-SUITE = ROOT / "benchmarks" / "gpu_suite.py"
 
 
 def suite_function(name: str):
-    return runpy.run_path(str(SUITE), run_name="gpu_suite")[name]
+    return next(getattr(module, name) for module in (gpu_suite, gpu_timer, gpu_report) if hasattr(module, name))
 
 
 @pytest.mark.parametrize(
@@ -87,9 +87,9 @@ def test_summary_arithmetic():
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     output_dir = tmp_path_factory.mktemp("gpu_suite")
-    command = [sys.executable, str(SUITE), "--tiny", "--processes", "2", "--output_dir", str(output_dir),
+    command = [sys.executable, "-m", "benchmarks.gpu_suite", "--tiny", "--processes", "2", "--output_dir", str(output_dir),
                "--peak_tflops", "2"]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=1500)
+    result = subprocess.run(command, capture_output=True, text=True, timeout=1500, cwd=ROOT)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
     report = json.loads((output_dir / "gpu_suite.json").read_text())
     return report, (output_dir / "gpu_suite.md").read_text(), result.stdout

@@ -1,4 +1,4 @@
-"""Losses of DESIGN.md §4 against plain loop-by-loop references, invariances, geometry and gradients."""
+"""Losses of docs/method.md (Losses) against plain loop-by-loop references, invariances, geometry and gradients."""
 
 import itertools
 import math

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import subprocess
 import sys
@@ -10,13 +11,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import load_file_module
-
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _mechanisms_module():
-    return load_file_module(ROOT / "benchmarks" / "mechanisms.py", "mechanisms")
+    return importlib.import_module("benchmarks.mechanisms")
 
 
 def _runs(mechanisms, values: dict[str, dict[str, float]], seeds: int) -> list[dict]:
@@ -104,8 +103,8 @@ def test_edge_band_marks_pixels_near_depth_edges():
 
 @pytest.mark.slow
 def test_quick_mechanisms_bench_writes_json_table_and_chart(tmp_path):
-    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "mechanisms.py"), "--quick", "--output_dir",
-                             str(tmp_path)], capture_output=True, text=True, timeout=900)
+    result = subprocess.run([sys.executable, "-m", "benchmarks.mechanisms", "--quick", "--output_dir", str(tmp_path)],
+                            capture_output=True, text=True, timeout=900, cwd=ROOT)
     assert result.returncode == 0, result.stderr[-4000:]
     report = json.loads((tmp_path / "mechanisms.json").read_text())
     mechanisms = _mechanisms_module()
@@ -123,7 +122,7 @@ def test_quick_mechanisms_bench_writes_json_table_and_chart(tmp_path):
     assert "| far+near |" in (tmp_path / "mechanisms.md").read_text()
     assert (tmp_path / "mechanisms.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # the same command again reuses every finished run (runs.jsonl) instead of training again
-    again = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "mechanisms.py"), "--quick", "--output_dir",
-                            str(tmp_path)], capture_output=True, text=True, timeout=900)
+    again = subprocess.run([sys.executable, "-m", "benchmarks.mechanisms", "--quick", "--output_dir", str(tmp_path)],
+                           capture_output=True, text=True, timeout=900, cwd=ROOT)
     assert again.returncode == 0 and f"{len(mechanisms.GRID)} runs reused" in again.stdout, again.stderr[-4000:]
     assert json.loads((tmp_path / "mechanisms.json").read_text())["runs"] == report["runs"]

@@ -12,6 +12,7 @@ from transformers import DepthAnythingForDepthEstimation
 from conftest import load_file_module, tiny_argv
 from hf_distill.testing import write_eval_benchmark, write_image_folder
 from hf_distill.training import preflight
+from hf_distill.training.preflight import resources
 from hf_distill.training.cli import parse_distill_args
 from hf_distill.training.preflight import FAIL, PASS, WARN, run_preflight
 
@@ -73,7 +74,7 @@ def test_planted_faults_are_all_reported_at_once(assets, tmp_path, monkeypatch):
     argv += ["--teacher_models", "depthanything-large", str(assets["teacher_base"])]
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty_cache"))
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "empty_cache"))
-    monkeypatch.setattr(preflight, "free_memory", lambda args: (1024**2, "available RAM"))  # 1 MiB left
+    monkeypatch.setattr(resources, "free_memory", lambda args: (1024**2, "available RAM"))  # 1 MiB left
     monkeypatch.setattr("huggingface_hub.get_token", lambda: None)
     report = run_preflight(*parse_distill_args(argv))
     rows = rows_by_check(report)

@@ -162,7 +162,7 @@ def validation_problem(script: Path, argv: list[str], module) -> str | None:
                 argv = ["--config", "demo", *argv[1:]]
             module.parse_distill_args(on_this_machine(argv))
         elif script.name == "evaluate.py":
-            from hf_distill.evaluation.run import benchmark_names, benchmark_roots, split_files
+            from hf_distill.evaluation_run import benchmark_names, benchmark_roots, split_files
 
             args = module.parse_args(argv)
             if "," not in args.model:

@@ -133,7 +133,7 @@ def test_nonfinite_steps_are_skipped_and_counted(assets, nan_teacher, tmp_path):
     drawn_nan = []
     for step in range(6):
         trainer.state.global_step = step
-        drawn_nan.append(trainer._draw_teacher() == 1)
+        drawn_nan.append(trainer.draw_teacher() == 1)
     assert 0 < sum(drawn_nan) < 6  # the seed draws both teachers: the test covers both kinds of step
     trainer.state.global_step = 0
     trainer.train()

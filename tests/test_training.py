@@ -153,10 +153,10 @@ def test_teacher_draws_follow_the_sampling_weights(assets, tmp_path):
     draws = []
     for step in range(2000):
         trainer.state.global_step = step
-        draws.append(trainer._draw_teacher())
+        draws.append(trainer.draw_teacher())
     assert abs(sum(d == 0 for d in draws) / len(draws) - 0.7) < 0.04
     trainer.state.global_step = 17
-    assert trainer._draw_teacher() == draws[17]  # reproducible per step (resume, all ranks)
+    assert trainer.draw_teacher() == draws[17]  # reproducible per step (resume, all ranks)
 
 
 def test_bf16_autocast_on_cpu_runs(assets, tmp_path):

@@ -19,16 +19,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-# Textures and room materials live in their own module; these private helpers are shared by the two modules only.
 from hf_distill.data.materials import (
-    _checker,
-    _color,
-    _fbm,
-    _floor_albedo,
-    _lines,
-    _mix,
-    _room_materials,
-    _wall_albedo,
+    checker_texture,
+    fbm_noise,
+    floor_albedo,
+    line_coverage,
+    mix_colors,
+    random_albedo,
+    room_materials,
+    wall_albedo,
 )
 
 __all__ = ["SyntheticScene", "render_scene"]
@@ -163,7 +162,7 @@ def _object_normals(obj, p: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndar
 
 
 def _random_object_material(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, str, float]:
-    c1 = _color(rng)
+    c1 = random_albedo(rng)
     c2 = np.clip(c1 * rng.uniform(0.3, 1.7, size=3), 0.01, 0.95).astype(np.float32)
     pattern = str(rng.choice(["plain", "stripes", "checker"], p=[0.4, 0.3, 0.3]))
     return c1, c2, pattern, float(rng.uniform(0.05, 0.4))
@@ -306,7 +305,7 @@ def _sample_layout(rng: np.random.Generator, height: int, width: int) -> _Layout
     fov = math.radians(rng.uniform(50.0, 85.0))
     f = 0.5 * max(height, width) / math.tan(0.5 * fov)
     objects = _build_objects(rng, room, cam_o)
-    mats = _room_materials(rng, room)
+    mats = room_materials(rng, room)
     light = np.array([rng.uniform(0.2, 0.8) * room[0], room[1] - 0.15, rng.uniform(0.3, 0.8) * room[2]], np.float32)
     light_power = float(rng.uniform(6.0, 14.0))
     ambient = float(rng.uniform(0.15, 0.35))
@@ -382,12 +381,12 @@ def _surfaces(layout: _Layout, hits: _Hits) -> _Surfaces:
         fp = footprint(sel, n)
         x, z = p[0, sel], p[2, sel]
         if s_id == 0:
-            albedo[:, sel] = _floor_albedo(mats["floor"]["kind"], mats["floor"], x, z, fp, perm)
+            albedo[:, sel] = floor_albedo(mats["floor"]["kind"], mats["floor"], x, z, fp, perm)
         else:
             c = mats["ceiling"]
             col = np.repeat(c["c1"][:, None], sel.size, axis=1)
             if c["panels"]:
-                col *= 1.0 - 0.3 * np.maximum(_lines(x, c["panel"], 0.02, fp), _lines(z, c["panel"], 0.02, fp))
+                col *= 1.0 - 0.3 * np.maximum(line_coverage(x, c["panel"], 0.02, fp), line_coverage(z, c["panel"], 0.02, fp))
             albedo[:, sel] = col
         ao[sel] = corner_ao([x, room[0] - x, z, room[2] - z])
 
@@ -404,7 +403,7 @@ def _surfaces(layout: _Layout, hits: _Hits) -> _Surfaces:
         s = p[0, sel] if axis == 2 else p[2, sel]
         y = p[1, sel]
         length = room[0] if axis == 2 else room[2]
-        albedo[:, sel] = _wall_albedo(mats["walls"][w_id]["kind"], mats["walls"][w_id], s, y, fp, perm)
+        albedo[:, sel] = wall_albedo(mats["walls"][w_id]["kind"], mats["walls"][w_id], s, y, fp, perm)
         ao[sel] = corner_ao([y, room[1] - y, s, length - s])
 
     # Objects.
@@ -416,12 +415,12 @@ def _surfaces(layout: _Layout, hits: _Hits) -> _Surfaces:
         normal[:, sel] = n
         fp = footprint(sel, n)
         if obj.pattern == "stripes":
-            w = _lines(u + v * 0.3, obj.period, obj.period * 0.5, fp)
+            w = line_coverage(u + v * 0.3, obj.period, obj.period * 0.5, fp)
         elif obj.pattern == "checker":
-            w = _checker(u, v, obj.period, fp)
+            w = checker_texture(u, v, obj.period, fp)
         else:
-            w = 0.3 * _fbm(u, v, fp, perm, 4.0, 3)
-        albedo[:, sel] = _mix(obj.color, obj.color2, w)
+            w = 0.3 * fbm_noise(u, v, fp, perm, 4.0, 3)
+        albedo[:, sel] = mix_colors(obj.color, obj.color2, w)
         ao[sel] = 1.0 - 0.3 * np.exp(-np.maximum(p[1, sel], 0.0) / 0.15)  # darker near the floor
     return _Surfaces(normal, albedo, ao)
 

@@ -1,4 +1,4 @@
-"""Cross-context view sampling (DESIGN.md section 3) and the torch datasets that produce views.
+"""Cross-context view sampling (docs/method.md, Views) and the torch datasets that produce views.
 
 For an image of short side m, one sample is:
   * a square region of side S ~ U[min(min_region, m), m] (integers), placed uniformly;
@@ -76,7 +76,7 @@ def check_crop_size(flag: str, value: int) -> None:
 
 
 class ViewSampler:
-    """Draws the region, global view and local patches of DESIGN.md section 3 from one image.
+    """Draws the region, global view and local patches of docs/method.md (Views) from one image.
 
     Args:
         global_crop_size: G, side of the global view (multiple of 14; paper 560).

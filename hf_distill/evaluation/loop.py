@@ -1,4 +1,4 @@
-"""The evaluation protocol inside a ``transformers.Trainer`` loop (DESIGN.md sections 5 and 7).
+"""The evaluation protocol inside a ``transformers.Trainer`` loop (docs/method.md, Training and Evaluation protocol).
 
 Training-time evaluation scores whole images exactly as ``scripts/evaluate.py`` does: ``EvalSampleDataset`` serves
 the samples of a benchmark reader (or a ``datasets`` source with a benchmark's mask), ``collate_eval_samples``

@@ -1,4 +1,4 @@
-"""Scale/shift alignment and the standard monocular depth metrics (DESIGN.md section 7).
+"""Scale/shift alignment and the standard monocular depth metrics (docs/method.md, Evaluation protocol).
 
 Protocol per image: the raw prediction (already resized to the ground truth) is aligned to the ground
 truth by least squares, clipped to the dataset's ``[min_depth, max_depth]`` and to ``>= 1e-6``, and

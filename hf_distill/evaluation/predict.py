@@ -1,4 +1,4 @@
-"""Running a depth model over images and benchmark samples (DESIGN.md section 7)."""
+"""Running a depth model over images and benchmark samples (docs/method.md, Evaluation protocol)."""
 
 from __future__ import annotations
 

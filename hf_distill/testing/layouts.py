@@ -42,6 +42,16 @@ def _save_rgb(image: np.ndarray, path: Path) -> None:
     Image.fromarray(image).save(path, format=fmt, **({"quality": 90} if fmt in ("JPEG", "WEBP") else {}))
 
 
+def _jpeg(image: np.ndarray, size: tuple[int, int]) -> bytes:
+    """``image`` (h, w, 3) uint8 resized to ``size`` (H, W) (bicubic) when it differs, as JPEG bytes of quality 90."""
+    picture = Image.fromarray(image)
+    if picture.size != (size[1], size[0]):
+        picture = picture.resize((int(size[1]), int(size[0])), Image.BICUBIC)
+    buffer = io.BytesIO()
+    picture.save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()
+
+
 def _save_uint16_png(values: np.ndarray, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(values.astype(np.uint16)).save(path)
@@ -101,21 +111,30 @@ def write_image_folder(root: str | Path, num_images: int = 4, *, size: tuple[int
 
 
 def write_webdataset_shards(root: str | Path, num_shards: int = 2, per_shard: int = 3, *,
-                            size: tuple[int, int] = (480, 640), seed: int = 0) -> list[Path]:
-    """SA-1B-style shards root/sa_000000.tar ... holding `sa_N.jpg` + `sa_N.json` per image (N from 1)."""
+                            size: tuple[int, int] = (480, 640), seed: int = 0, distinct: int | None = None,
+                            annotations: int = 0) -> list[Path]:
+    """SA-1B-style shards root/sa_000000.tar ... holding `sa_N.jpg` + `sa_N.json` per image (N from 1).
+
+    ``distinct``: None renders every image at ``size``; N renders N scenes at a quarter of ``size`` (sides at least
+    16), enlarged (bicubic) and used in turn, which is fast at SA-1B's sizes. ``annotations``: mask annotations in
+    each json (a 2000-character RLE each: SA-1B's are what the loader must skip).
+    """
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
+    shared = [_jpeg(render_scene(i, max(16, size[0] // 4), max(16, size[1] // 4)).image, size)
+              for i in range(distinct or 0)]
+    rle = {"size": [int(size[0]), int(size[1])], "counts": "x" * 2000}
     shards = []
     for k in range(num_shards):
         path = root / f"sa_{k:06d}.tar"
         with tarfile.open(path, "w") as tar:
             for j in range(per_shard):
                 n = k * per_shard + j + 1
-                buf = io.BytesIO()
-                Image.fromarray(scene_for(seed, "webdataset", n, size).image).save(buf, format="JPEG", quality=90)
+                jpeg = shared[n % distinct] if distinct else _jpeg(scene_for(seed, "webdataset", n, size).image, size)
                 meta = {"image": {"image_id": n, "width": int(size[1]), "height": int(size[0]),
-                                  "file_name": f"sa_{n}.jpg"}, "annotations": []}
-                for name, data in ((f"sa_{n}.jpg", buf.getvalue()), (f"sa_{n}.json", json.dumps(meta).encode())):
+                                  "file_name": f"sa_{n}.jpg"},
+                        "annotations": [{"id": m, "segmentation": rle} for m in range(annotations)]}
+                for name, data in ((f"sa_{n}.jpg", jpeg), (f"sa_{n}.json", json.dumps(meta).encode())):
                     info = tarfile.TarInfo(name)
                     info.size = len(data)
                     tar.addfile(info, io.BytesIO(data))

@@ -220,7 +220,7 @@ class DataArguments:
 
 @dataclass
 class DistillationArguments(TrainingArguments, DistillationLossConfig):
-    """``TrainingArguments`` plus the distillation objective (``DistillationLossConfig``, DESIGN.md section 4) and
+    """``TrainingArguments`` plus the distillation objective (``DistillationLossConfig``, docs/method.md, Losses) and
     what the distillation run adds: non-finite steps, visualisations, evaluation protocol, licence."""
 
     output_dir: str | None = field(

@@ -1,8 +1,8 @@
 """Complete checkpoints only: a manifest written last, and resume that skips anything incomplete.
 
 A ``checkpoint-N/`` folder is assembled under ``output_dir/.staging/`` and renamed into place once every file of
-every rank is written (``DistillationTrainer._save_checkpoint``), so a kill leaves either a whole checkpoint or
-none. The manifest (each file's size) also tells a folder that was truncated or emptied afterwards, or written by
+every rank is written (``AtomicCheckpointMixin``, part of ``DistillationTrainer``), so a kill leaves either a whole
+checkpoint or none. The manifest (each file's size) also tells a folder that was truncated or emptied afterwards, or written by
 something else, from a complete one.
 """
 
@@ -12,12 +12,20 @@ import json
 import logging
 import os
 import re
+import shutil
 from pathlib import Path
+
+from safetensors.torch import load_file, save_file
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
+
+from hf_distill.data.views import IterableViewDataset
+from hf_distill.training.engines import is_zero3
 
 logger = logging.getLogger(__name__)
 
 MANIFEST_NAME = "checkpoint_manifest.json"
 STAGING_DIR = ".staging"
+PROJECTORS_NAME = "projectors.safetensors"
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 
 
@@ -62,3 +70,65 @@ def last_complete_checkpoint(output_dir: str | Path) -> str | None:
             return str(folder)
         logger.warning("Not resuming from %s: %s. Looking for an older complete checkpoint.", folder, problem)
     return None
+
+
+class AtomicCheckpointMixin:
+    """``DistillationTrainer``'s checkpoint methods: ``checkpoint-N/`` written whole or not at all (student folder,
+    optimizer, scheduler, RNG, trainer state, projectors, stream positions, manifest), and restored."""
+
+    _staging_checkpoint = False  # True while the Trainer writes a checkpoint: its folder goes under STAGING_DIR
+
+    def _get_output_dir(self, trial) -> str:
+        run_dir = super()._get_output_dir(trial)
+        return os.path.join(run_dir, STAGING_DIR) if self._staging_checkpoint else run_dir
+
+    def _save_checkpoint(self, model, trial) -> None:
+        """Write ``checkpoint-N`` atomically: the Trainer's files (student folder, optimizer, scheduler, RNG of every
+        rank, trainer state), the projectors, the stream positions and a manifest go to a staging folder that is
+        renamed into place when complete; older checkpoints are rotated only after that."""
+        run_dir = Path(self._get_output_dir(trial))
+        name = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+        staged, final = run_dir / STAGING_DIR / name, run_dir / name
+        if self.args.should_save and staged.parent.exists():
+            shutil.rmtree(staged.parent)  # what a run killed while saving left
+        self.accelerator.wait_for_everyone()
+        self._staging_checkpoint = True
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self._staging_checkpoint = False
+        if self.state.best_model_checkpoint and Path(self.state.best_model_checkpoint).parent == staged.parent:
+            self.state.best_model_checkpoint = str(run_dir / Path(self.state.best_model_checkpoint).name)
+        if isinstance(self.train_dataset, IterableViewDataset):
+            self.stream_state.save(staged, self.args.process_index)
+        state = self.student_state_dict() if is_zero3(self.accelerator) else None  # collective: every rank
+        if self.args.should_save:
+            if state is None:
+                state = self.accelerator.unwrap_model(self.model).state_dict()
+            projectors = {k[len("projectors."):]: v for k, v in state.items() if k.startswith("projectors.")}
+            if projectors:
+                save_file({k: v.contiguous() for k, v in projectors.items()}, str(staged / PROJECTORS_NAME))
+        self.accelerator.wait_for_everyone()  # every rank's files are in the staging folder
+        if self.args.should_save:
+            write_manifest(staged)
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(staged, final)
+            staged.parent.rmdir()  # empty again
+            rotate_checkpoints(str(run_dir), save_total_limit=self.args.save_total_limit,
+                               best_model_checkpoint=self.state.best_model_checkpoint)
+            if self.args.push_to_hub:
+                self.push_checkpoint(final)  # complete and in place: safe to upload in the background
+        self.accelerator.wait_for_everyone()
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
+        """Restore student and projectors (``from_pretrained`` maps the on-disk key names onto the module's); ``train``
+        has checked the checkpoint and positioned streamed data."""
+        module = self.accelerator.unwrap_model(model or self.model)
+        folder = Path(resume_from_checkpoint)
+        saved = type(module.student).from_pretrained(folder, dtype=next(module.student.parameters()).dtype)
+        module.student.load_state_dict(saved.state_dict(), strict=True)
+        if (folder / PROJECTORS_NAME).is_file():
+            module.projectors.load_state_dict(load_file(str(folder / PROJECTORS_NAME)), strict=True)
+        elif module.projectors.state_dict():
+            raise ValueError(f"Can't resume from {folder}: {PROJECTORS_NAME} is missing.")

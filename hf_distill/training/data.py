@@ -2,7 +2,7 @@
 
 Training data is ``--dataset_dir`` (NYU DenseDepth folder, image tree, webdataset shards), ``--dataset_name``
 (anything ``datasets.load_dataset`` reads) or generated scenes (``--dataset_format generated``). Training-time evaluation follows ``scripts/evaluate.py``'s protocol
-(DESIGN.md section 7) on whole images, with one of three sources (``resolve_eval_data``):
+(docs/method.md, Evaluation protocol) on whole images, with one of three sources (``resolve_eval_data``):
 
 - ``--eval_dataset_name`` (+ ``--eval_dataset_split``, ``--image_column``, ``--depth_column``), scored with
   ``--eval_benchmark``'s mask and range when given, else with ``--eval_min_depth``/``--eval_max_depth``;

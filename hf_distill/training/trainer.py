@@ -2,29 +2,23 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import shutil
 import time
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 import torch
-from huggingface_hub import HfApi, ModelCard
-from safetensors.torch import load_file, save_file
 from transformers import Trainer
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, HubStrategy, get_last_checkpoint, rotate_checkpoints
-from transformers.utils.hub import PushInProgress
+from transformers.trainer_utils import get_last_checkpoint
 
 from hf_distill.data.views import IterableViewDataset
 from hf_distill.evaluation.loop import DepthMetrics, EvalAwareCollator
 from hf_distill.evaluation.predict import forward_groups, predict_depth_tensors
-from hf_distill.hub import README, existing_results, existing_size_speed, upload_student
 from hf_distill.losses import DistillationLoss, crop_boxes
 from hf_distill.models import mean_std_tensors, normalize_views
-from hf_distill.teachers import Teacher, output_spread, spread_problem
+from hf_distill.teachers import Teacher, output_spread, running_dtype, spread_problem
 from hf_distill.training.arguments import DistillationArguments
 from hf_distill.training.callbacks import (
     EpochSeedCallback,
@@ -33,8 +27,8 @@ from hf_distill.training.callbacks import (
     StudentExportCallback,
     VisualizationCallback,
 )
-from hf_distill.training.card import CardInfo, build_student_card, card_model_name
-from hf_distill.training.checkpoints import STAGING_DIR, checkpoint_problem, write_manifest
+from hf_distill.training.card import CardInfo
+from hf_distill.training.checkpoints import AtomicCheckpointMixin, checkpoint_problem
 from hf_distill.training.engines import (
     check_engine_supported,
     fill_zero_bucket_sizes,
@@ -42,18 +36,18 @@ from hf_distill.training.engines import (
     is_zero3,
     prepare_deepspeed_teacher,
 )
+from hf_distill.training.push import StudentPushMixin
+from hf_distill.training.stream_state import StreamState
 from hf_distill.training.student import StudentWithProjectors
 
 logger = logging.getLogger(__name__)
 
-PROJECTORS_NAME = "projectors.safetensors"
-STREAM_STATE_NAME = "stream_state_{rank}.json"
 # Inputs that stay float32 whatever the engine's dtype (DeepSpeed's bf16 would move box corners; ground truth and
 # the exact depth oracle teachers read would lose precision).
 FLOAT32_INPUTS = ("global_boxes", "references", "view_depth", "local_depth")
 
 
-class DistillationTrainer(Trainer):
+class DistillationTrainer(StudentPushMixin, AtomicCheckpointMixin, Trainer):
     """Trains ``model.student`` to match one of ``teachers`` per step on cross-context views.
 
     Args:
@@ -114,9 +108,8 @@ class DistillationTrainer(Trainer):
         if self.is_deepspeed_enabled:  # after the teachers, whose engines fill these from their own sizes
             fill_zero_bucket_sizes(self.accelerator.state.deepspeed_plugin.hf_ds_config.config,
                                    model.student.config.backbone_config.hidden_size)
-        self._student_norm = mean_std_tensors(*student_mean_std)
+        self.student_normalization = mean_std_tensors(*student_mean_std)  # MeanStd: (1, 3, 1, 1) mean and std
         self.card_info = card_info or CardInfo(teachers=list(teacher_names))
-        self._hub_api: HfApi | None = None
 
         self._metrics: dict[str, torch.Tensor] = defaultdict(lambda: torch.zeros((), dtype=torch.float64))
         self._metric_counts: dict[str, int] = defaultdict(int)
@@ -128,9 +121,7 @@ class DistillationTrainer(Trainer):
         self.nonfinite_in_step: torch.Tensor | None = None  # on the device; set by compute_loss, read once per step
         self._pending_records: list[tuple[dict[str, torch.Tensor], int, int]] = []  # committed if the step is finite
         self.nonfinite_steps = 0
-        self._stream_positions: dict[int, int] = {}  # streamed data: DataLoader worker -> next raw example
-        self._stream_epoch = 0
-        self._staging_checkpoint = False
+        self.stream_state = StreamState()  # streamed data: each DataLoader worker's next raw example
         self._flatness_checked: set[int | str] = set()  # teachers (by index) and "student" checked on a first batch
         self._flatness_pending: list[tuple[str, torch.Tensor, torch.dtype]] = []  # reported at the next log
 
@@ -155,7 +146,11 @@ class DistillationTrainer(Trainer):
             if problem is not None:
                 raise ValueError(f"Can't resume from {folder}: {problem}.")
             if isinstance(self.train_dataset, IterableViewDataset):
-                self._resume_stream(folder)
+                # Positioned after the last trained example: the Trainer need not iterate (decode and crop) the
+                # batches already seen.
+                self.stream_state.load(folder, self.args.process_index)
+                self.train_dataset.resume_at(self.stream_state.positions, epoch=self.stream_state.epoch)
+                self.args.ignore_data_skip = True
         return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
 
     def get_train_dataloader(self) -> torch.utils.data.DataLoader:
@@ -182,19 +177,28 @@ class DistillationTrainer(Trainer):
             return prepare_deepspeed_teacher(teacher, self.accelerator)
         return self.accelerator.prepare_model(teacher, evaluation_mode=True)
 
-    def _draw_teacher(self) -> int:
-        """Same teacher on every rank and every micro-batch of a step; reproducible on resume."""
-        rng = np.random.default_rng((self.args.seed, self.state.global_step))
-        return int(rng.choice(len(self.teachers), p=self.teacher_probabilities))
+    def draw_teacher(self) -> int:
+        """The index into ``teachers`` of this step's teacher, drawn with ``teacher_probabilities`` from
+        ``(args.seed, state.global_step)``: the same on every rank and every micro-batch of a step, reproducible on
+        resume."""
+        return draw_teacher_index(self.args.seed, self.state.global_step, self.teacher_probabilities)
 
     @torch.no_grad()
-    def _run_teacher(
+    def run_teacher(
         self, index: int, global_view: torch.Tensor, local_views: torch.Tensor | None, want_tokens: bool,
         depths: tuple[torch.Tensor, torch.Tensor | None] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-        """Teacher disparities on the global view (B, G, G), the patches (B, P, L, L) and its final tokens
-        (B, N, C) on the global view. Global view and patches share one forward when their sizes match. ``depths``:
-        the exact depth of the global view (B, G, G) and of the patches (B, P, L, L), for a teacher that reads it."""
+        """Run teacher ``index`` (no gradient) on a batch's views, [0, 1] RGB: ``global_view`` (B, 3, G, G) and
+        ``local_views`` (B, P, 3, L, L) or None. Global view and patches share one forward when their sizes match.
+
+        Args:
+            want_tokens: also return the teacher's final encoder tokens on the global view (it must have them).
+            depths: the exact depth of the global view (B, G, G) and of the patches (B, P, L, L) or None, for a
+                teacher that reads it (an oracle).
+        Returns:
+            The disparity on the global view (B, G, G), on the patches (B, P, L, L) or None, and the tokens
+            (B, N, C) float32 or None.
+        """
         teacher = self.teachers[index]
         batch, num_patches = global_view.shape[0], 0 if local_views is None else local_views.shape[1]
         patches = local_views.flatten(0, 1) if num_patches else None
@@ -219,15 +223,20 @@ class DistillationTrainer(Trainer):
                 0, (batch, num_patches))
         return teacher_global, teacher_patches, tokens
 
-    def _prepare_inputs(self, inputs: dict) -> dict:
-        """The Trainer's device placement, except that crop boxes and ground truth (``FLOAT32_INPUTS``) stay float32:
-        under DeepSpeed the Trainer casts every floating input to the engine's dtype, and a bf16 box corner lands
-        pixels off at SA-1B sizes."""
+    def move_batch(self, inputs: dict) -> dict:
+        """A collated batch (``collate_views``: ``global_view`` (B, 3, G, G), ``local_views`` (B, P, 3, L, L),
+        ``global_boxes`` (B, P, 4), ...) on the training device: the Trainer's placement and casting, except that crop
+        boxes and ground truth (``FLOAT32_INPUTS``) stay float32: under DeepSpeed the Trainer casts every floating
+        input to the engine's dtype, and a bf16 box corner lands pixels off at SA-1B sizes."""
         kept = {k: inputs[k] for k in FLOAT32_INPUTS if k in inputs}
         prepared = super()._prepare_inputs({k: v for k, v in inputs.items() if k not in kept})
         prepared.update({k: v.to(device=self.args.device, dtype=torch.float32, non_blocking=True)
                          for k, v in kept.items()})
         return prepared
+
+    def _prepare_inputs(self, inputs: dict) -> dict:
+        """The Trainer's hook for device placement: ``move_batch``."""
+        return self.move_batch(inputs)
 
     # ---- loss ---------------------------------------------------------------------------------------------
 
@@ -235,7 +244,7 @@ class DistillationTrainer(Trainer):
         """One student forward on the global view serves the shared-context, local-global, feature and
         gradient terms; the drawn teacher sees the global view and the local patches. A teacher without encoder
         tokens skips the feature term."""
-        teacher_index = self._draw_teacher()
+        teacher_index = self.draw_teacher()
         global_view = inputs["global_view"]
         use_patches = self.args.lambda_lg > 0 and "local_views" in inputs
         local_views = inputs["local_views"] if use_patches else None
@@ -246,12 +255,11 @@ class DistillationTrainer(Trainer):
                 raise ValueError(f"teacher {self.teacher_names[teacher_index]} reads the exact depth of its views, "
                                  "but the batches carry none (views sampled without view_depth)")
             depths = (inputs["view_depth"], inputs["local_depth"] if use_patches else None)
-        teacher_global, teacher_patches, teacher_tokens = self._run_teacher(
+        teacher_global, teacher_patches, teacher_tokens = self.run_teacher(
             teacher_index, global_view, local_views, want_tokens, depths
         )
-        student_global, student_tokens = model(
-            normalize_views(global_view, self._student_norm), teacher_index=teacher_index if want_tokens else None
-        )
+        student_global, student_tokens = model(normalize_views(global_view, self.student_normalization),
+                                               teacher_index=teacher_index if want_tokens else None)
         total, terms = self.loss_fn(
             student_global,
             teacher_global,
@@ -327,34 +335,13 @@ class DistillationTrainer(Trainer):
         """Count the broken samples the batch skipped (also on a skipped step). Streamed batches carry each sample's
         raw position in its worker's stream: the checkpoint keeps where every worker's next unseen example is, so a
         resume continues there without re-reading the stream. The positions stay on the device until a checkpoint
-        reads them (:attr:`_stream_positions`): no host read per micro-batch."""
+        reads them (``StreamState``): no host read per micro-batch."""
         if "skipped" in inputs:
             self._add_metric("skipped", inputs["skipped"].sum())
         if "stream_position" not in inputs:
             return
-        if self.train_dataset.epoch != self._stream_epoch:  # a new pass over the stream starts from its beginning
-            self._stream_epoch, self._stream_positions = self.train_dataset.epoch, {}
-        position = inputs["stream_position"]
-        reached = self.__dict__.get("_stream_reached")  # (workers,) next raw example per worker, on the device
-        if reached is None:
-            reached = position.new_zeros(max(1, self.args.dataloader_num_workers))
-        self._stream_reached = reached.scatter_reduce(0, inputs["stream_worker"], position + 1, "amax")
-
-    @property
-    def _stream_positions(self) -> dict[int, int]:
-        """Streamed data: DataLoader worker -> next raw example (reads the positions kept on the device once)."""
-        positions = self.__dict__.setdefault("_stream_positions_read", {})
-        reached = self.__dict__.pop("_stream_reached", None)
-        if reached is not None:
-            for worker, position in enumerate(reached.tolist()):
-                if position > 0:
-                    positions[worker] = max(positions.get(worker, 0), position)
-        return positions
-
-    @_stream_positions.setter
-    def _stream_positions(self, positions: dict[int, int]) -> None:
-        self.__dict__.pop("_stream_reached", None)
-        self.__dict__["_stream_positions_read"] = positions
+        self.stream_state.record(inputs["stream_position"], inputs["stream_worker"], self.train_dataset.epoch,
+                                 self.args.dataloader_num_workers)
 
     def _add_metric(self, name: str, value: torch.Tensor) -> None:
         """Accumulate a per-step statistic on the device of ``value`` (float64, read at logging steps); a window's
@@ -451,7 +438,7 @@ class DistillationTrainer(Trainer):
             return None, None, None
         if self.processing_class is None:
             raise ValueError("evaluation needs the student's image processor: pass processing_class")
-        inputs = self._prepare_inputs(inputs)
+        inputs = self.move_batch(inputs)
         references = inputs["references"]
         student = self.accelerator.unwrap_model(model).student
         predictions = references.new_zeros(references.shape)
@@ -499,157 +486,10 @@ class DistillationTrainer(Trainer):
             self.processing_class.save_pretrained(output_dir)
         torch.save(self.args, os.path.join(output_dir, "training_args.bin"))
 
-    def _get_output_dir(self, trial) -> str:
-        run_dir = super()._get_output_dir(trial)
-        return os.path.join(run_dir, STAGING_DIR) if self._staging_checkpoint else run_dir
-
-    def _save_checkpoint(self, model, trial) -> None:
-        """Write ``checkpoint-N`` atomically: the Trainer's files (student folder, optimizer, scheduler, RNG of every
-        rank, trainer state), the projectors, the stream positions and a manifest go to a staging folder that is
-        renamed into place when complete; older checkpoints are rotated only after that."""
-        run_dir = Path(self._get_output_dir(trial))
-        name = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
-        staged, final = run_dir / STAGING_DIR / name, run_dir / name
-        if self.args.should_save and staged.parent.exists():
-            shutil.rmtree(staged.parent)  # what a run killed while saving left
-        self.accelerator.wait_for_everyone()
-        self._staging_checkpoint = True
-        try:
-            super()._save_checkpoint(model, trial)
-        finally:
-            self._staging_checkpoint = False
-        if self.state.best_model_checkpoint and Path(self.state.best_model_checkpoint).parent == staged.parent:
-            self.state.best_model_checkpoint = str(run_dir / Path(self.state.best_model_checkpoint).name)
-        if isinstance(self.train_dataset, IterableViewDataset):
-            state = {"epoch": self._stream_epoch, "positions": self._stream_positions}
-            rank_file = staged / STREAM_STATE_NAME.format(rank=self.args.process_index)
-            rank_file.write_text(json.dumps(state))
-        state = self.student_state_dict() if is_zero3(self.accelerator) else None  # collective: every rank
-        if self.args.should_save:
-            if state is None:
-                state = self.accelerator.unwrap_model(self.model).state_dict()
-            projectors = {k[len("projectors."):]: v for k, v in state.items() if k.startswith("projectors.")}
-            if projectors:
-                save_file({k: v.contiguous() for k, v in projectors.items()}, str(staged / PROJECTORS_NAME))
-        self.accelerator.wait_for_everyone()  # every rank's files are in the staging folder
-        if self.args.should_save:
-            write_manifest(staged)
-            if final.exists():
-                shutil.rmtree(final)
-            os.replace(staged, final)
-            staged.parent.rmdir()  # empty again
-            rotate_checkpoints(str(run_dir), save_total_limit=self.args.save_total_limit,
-                               best_model_checkpoint=self.state.best_model_checkpoint)
-            if self.args.push_to_hub:
-                self._push_student_checkpoint(final)  # complete and in place: safe to upload in the background
-        self.accelerator.wait_for_everyone()
-
-    def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
-        """Restore student and projectors (``from_pretrained`` maps the on-disk key names onto the module's); ``train``
-        has checked the checkpoint and positioned streamed data."""
-        module = self.accelerator.unwrap_model(model or self.model)
-        folder = Path(resume_from_checkpoint)
-        saved = type(module.student).from_pretrained(folder, dtype=next(module.student.parameters()).dtype)
-        module.student.load_state_dict(saved.state_dict(), strict=True)
-        if (folder / PROJECTORS_NAME).is_file():
-            module.projectors.load_state_dict(load_file(str(folder / PROJECTORS_NAME)), strict=True)
-        elif module.projectors.state_dict():
-            raise ValueError(f"Can't resume from {folder}: {PROJECTORS_NAME} is missing.")
-
-    def _resume_stream(self, folder: Path) -> None:
-        """Position every worker's stream after its last trained example, so the Trainer need not iterate (decode
-        and crop) the batches already seen."""
-        rank_file = folder / STREAM_STATE_NAME.format(rank=self.args.process_index)
-        if not rank_file.is_file():
-            raise ValueError(f"Can't resume streamed data from {folder}: {rank_file.name} is missing (a checkpoint "
-                             f"written with another number of processes?).")
-        state = json.loads(rank_file.read_text())
-        self._stream_epoch = int(state["epoch"])
-        self._stream_positions = {int(w): int(p) for w, p in state["positions"].items()}
-        self.train_dataset.resume_at(self._stream_positions, epoch=self._stream_epoch)
-        self.args.ignore_data_skip = True  # positioned: the Trainer must not skip batches by iterating them
-
-    # ---- model card and Hub ------------------------------------------------------------------------------
-
-    def _render_card(self, model_name: str | None = None) -> ModelCard:
-        return build_student_card(
-            self.card_info, self.args, model_name=model_name or card_model_name(self.args, self.hub_model_id),
-            state=self.state, existing=existing_results(self.args.output_dir),
-            size_speed=existing_size_speed(self.args.output_dir),
-        )
-
-    def create_model_card(self, model_name: str | None = None, **kwargs) -> None:
-        """Render the student's card into ``output_dir/README.md`` (see ``hf_distill.training.card``): named after
-        ``--hub_model_id`` (else the repository pushed to, else the output folder), with the best and last
-        training-time evaluation in its model-index beside the entries ``scripts/evaluate.py`` wrote. The generic
-        Trainer card arguments (language, tags, ...) are not used."""
-        if self.is_world_process_zero():
-            self._render_card(model_name).save(os.path.join(self.args.output_dir, README))
-
-    def push_to_hub(
-        self,
-        commit_message: str | None = "End of training",
-        blocking: bool = True,
-        token: str | None = None,
-        revision: str | None = None,
-        private: bool | None = None,
-        **kwargs,
-    ) -> str | None:
-        """Save the student folder and its card, wait for pending checkpoint pushes and upload, in one commit, the
-        student (config, weights, processor, README.md) and nothing else. Returns the commit URL (None off the main
-        process). The upload always blocks; ``kwargs`` go to ``create_model_card``."""
-        self.callback_handler.on_push_begin(self.args, self.state, self.control)
-        token = token if token is not None else self.args.hub_token
-        if self.hub_model_id is None:
-            self.init_hf_repo(token=token, private=private)
-        self.save_model(_internal_call=True)  # not save_model(): with push_to_hub set, it would push again
-        self.create_model_card(**kwargs)
-        if not self.is_world_process_zero():
-            return None
-        self._finish_current_push()
-        output_dir = Path(self.args.output_dir)
-        commit = upload_student(self.hub_model_id, output_dir, output_dir / README, token=token,
-                                revision=revision or self.args.hub_revision, commit_message=commit_message)
-        return str(commit.commit_url)
-
-    def _push_from_checkpoint(self, checkpoint_folder: str) -> None:
-        """Uploads nothing: the Trainer calls it inside ``_save_checkpoint`` before the projectors are written, and
-        its upload is all of ``output_dir`` (flat exports, visualisations, logs); ``_save_checkpoint`` pushes through
-        ``_push_student_checkpoint`` once the checkpoint is complete. The Trainer rotates old checkpoints right after
-        this call: with ``--save_total_limit``, a running upload is awaited so that its checkpoint is not deleted
-        while it is read."""
-        if self.args.save_total_limit is not None:
-            self._finish_current_push()
-
-    def _push_student_checkpoint(self, checkpoint_folder: Path) -> None:
-        """Push at a save, in the background, as ``--hub_strategy`` says: ``every_save`` uploads the checkpoint's
-        student (config, weights, processor) with the current card; ``checkpoint`` adds the whole checkpoint as
-        ``last-checkpoint/`` and ``all_checkpoints`` as ``checkpoint-{step}/`` (resumable with
-        ``--resume_from_checkpoint``); ``end`` pushes nothing before the end. As in the Trainer, a save is skipped
-        while the previous push is running unless ``--hub_always_push``."""
-        strategy = self.args.hub_strategy
-        if not self.is_world_process_zero() or strategy == HubStrategy.END:
-            return
-        if not self.args.hub_always_push and self.push_in_progress is not None and not self.push_in_progress.is_done():
-            return
-        self.callback_handler.on_push_begin(self.args, self.state, self.control)
-        path_in_repo = {HubStrategy.CHECKPOINT: "last-checkpoint",
-                        HubStrategy.ALL_CHECKPOINTS: checkpoint_folder.name}.get(strategy)
-        if self._hub_api is None:
-            self._hub_api = HfApi()
-        job = self._hub_api.run_as_future(
-            upload_student, self.hub_model_id, checkpoint_folder, str(self._render_card()),
-            checkpoint=checkpoint_folder if path_in_repo else None, checkpoint_path_in_repo=path_in_repo,
-            token=self.args.hub_token, revision=self.args.hub_revision,
-            commit_message=f"Training in progress, step {self.state.global_step}",
-        )
-        if self.push_in_progress is None or self.push_in_progress.is_done():
-            self.push_in_progress = PushInProgress([job])
-        else:
-            self.push_in_progress.jobs.append(job)
 
 
-def running_dtype(module: torch.nn.Module) -> torch.dtype:
-    """The dtype a module computes in outside autocast: its parameters', float32 for one without (an oracle)."""
-    parameter = next(module.parameters(), None)
-    return torch.float32 if parameter is None else parameter.dtype
+def draw_teacher_index(seed: int, step: int, probabilities: list[float]) -> int:
+    """The teacher index drawn at optimizer step ``step`` of a run seeded ``seed``, teachers drawn with
+    ``probabilities`` (``DistillationTrainer.draw_teacher``; known before training, e.g. to plan a benchmark)."""
+    rng = np.random.default_rng((seed, step))
+    return int(rng.choice(len(probabilities), p=probabilities))

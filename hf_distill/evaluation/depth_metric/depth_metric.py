@@ -1,4 +1,4 @@
-"""Relative monocular depth metrics as an ``evaluate`` module (DESIGN.md section 7).
+"""Relative monocular depth metrics as an ``evaluate`` module (docs/method.md, Evaluation protocol).
 
 Load it with ``hf_distill.evaluation.load_depth_metric(...)`` (``evaluate.load`` on this folder). It wraps
 ``hf_distill.evaluation.metrics.mean_depth_metrics``, the implementation behind ``scripts/evaluate.py``.

@@ -1,4 +1,5 @@
-"""Evaluate a model on benchmarks across processes and write the outputs (what ``scripts/evaluate.py`` calls).
+"""Evaluation runs above the library: a model on benchmarks across processes, its outputs and card (what
+``scripts/evaluate.py`` calls).
 
 Under ``accelerate launch`` (or torchrun) each benchmark's samples are split across processes and the
 per-sample rows gathered on the main process, which prints the table and writes the outputs: the summary
