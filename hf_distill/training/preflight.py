@@ -33,7 +33,9 @@ from hf_distill.models import load_depth_config, normalize_views, resolve_model_
 from hf_distill.repositories import REPOSITORIES, repository, resolve_repository
 from hf_distill.teachers import TEACHER_CONFIG_NAME, GenPerceptTeacher, TeacherFamily, flatness_problem, teacher_family
 from hf_distill.training.arguments import DataArguments, DistillationArguments, ModelArguments
+from hf_distill.data.images import displayed_size
 from hf_distill.training.data import build_eval_dataset, build_training_source, resolve_eval_data
+from hf_distill.training.preflight_host import download_hint, evaluation_rows, photograph_rows
 from hf_distill.training.run import build_trainer, resolve_teacher_dtype
 from hf_distill.training.trainer import running_dtype
 
@@ -214,8 +216,9 @@ def _first_line(error: Exception) -> str:
 
 
 def _offline_fix(name: str) -> str:
-    return (f"check the name; offline (HF_HUB_OFFLINE=1) download it once (`hf download {resolve_model_name(name)}`) "
-            "or pass a local folder")
+    hint = download_hint(name, GenPerceptTeacher.HUB_UNETS, REPOSITORIES, GenPerceptTeacher.HUB_BASE,
+                         resolve_model_name(name))
+    return f"check the name; offline (HF_HUB_OFFLINE=1) download it once ({hint}) or pass a local folder"
 
 
 # ---- data ----------------------------------------------------------------------------------------------------
@@ -235,7 +238,7 @@ def check_training_data(ctx: PreflightContext) -> Iterable[CheckResult]:
         try:
             with open_image(example["image"]) as image:
                 image.load()
-                sizes.append(image.size)
+                sizes.append(displayed_size(image))
         except Exception as error:  # noqa: BLE001
             field_ = example["image"]
             name = (field_.get("path") if isinstance(field_, dict) else None) or example.get("__key__") or index
@@ -258,6 +261,8 @@ def check_training_data(ctx: PreflightContext) -> Iterable[CheckResult]:
                           "broken images are skipped and counted during training; remove them to train on all")
     else:
         yield CheckResult("training data", PASS, text)
+    yield from photograph_rows(source, open_image, global_crop_size=data_args.global_crop_size,
+                               examples=SAMPLE_EXAMPLES, row=CheckResult)
 
 
 def check_views(ctx: PreflightContext) -> Iterable[CheckResult]:
@@ -451,16 +456,12 @@ def check_evaluation(ctx: PreflightContext) -> Iterable[CheckResult]:
         if resolve_eval_data(ctx.data_args, args) is None:
             raise ValueError("no evaluation data")
         samples = build_eval_dataset(ctx.data_args, args)
-        valid = int((samples[0]["reference"] > 0).sum())  # depth in metres, 0 where the benchmark's mask is off
+        rows = list(evaluation_rows(samples, CheckResult))  # depth in metres, 0 where the mask is off
     except Exception as error:  # noqa: BLE001
         yield CheckResult("evaluation", FAIL, _first_line(error),
                           "set --eval_dataset_name (+ --depth_column) or --eval_dataset_dir, or --eval_strategy no")
         return
-    if valid == 0:
-        yield CheckResult("evaluation", FAIL, "the first evaluation sample has no valid depth pixel",
-                          "check --depth_column and the depth units (metres)")
-        return
-    yield CheckResult("evaluation", PASS, f"{len(samples)} samples with depth ({valid} valid pixels in the first)")
+    yield from rows
 
 
 PREFLIGHT_CHECKS: list[Check] = [check_teachers, check_student, check_training_data, check_views, check_memory,
@@ -539,12 +540,14 @@ def run_preflight(
     *,
     checks: list[Check] | None = None,
     dev_run: bool = True,
+    host_rows: Iterable[CheckResult] = (),
 ) -> PreflightReport:
     """Run every check (``PREFLIGHT_CHECKS`` by default), then, when none failed and ``dev_run``, one real training
-    step and one evaluation batch. Nothing is written to ``args.output_dir`` (or its nearest existing parent) but a
+    step and one evaluation batch; ``host_rows`` (``preflight_host.parse_for_preflight``) open the report. Nothing is
+    written to ``args.output_dir`` (or its nearest existing parent) but a
     probe file, removed at once."""
     ctx = PreflightContext(model_args, data_args, args)
-    rows: list[CheckResult] = []
+    rows: list[CheckResult] = list(host_rows)  # what parsing found about this host (preflight_host)
     for check in checks if checks is not None else PREFLIGHT_CHECKS:
         try:
             rows += list(check(ctx))
