@@ -96,7 +96,7 @@ def photograph_rows(source: Any, open_image: Callable[[Any], Image.Image], *, gl
         return
     small = bool(found[keys[2]])
     yield row("photographs", "WARN" if small else "ok", f"{read} sampled images; " + "; ".join(parts),
-              f"upsampled images teach the student blur: use larger photos or a smaller --global_crop_size"
+              "upsampled images teach the student blur: use larger photos or a smaller --global_crop_size"
               if small else "")
 
 
