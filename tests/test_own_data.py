@@ -253,3 +253,18 @@ def test_dataset_columns_are_checked(tmp_path):
     samples = load_dataset_samples(str(tmp_path / "d"), GroundTruthDeclaration())
     sample = samples[0]  # float depth in metres, scale 1: all ones, every pixel valid
     assert sample.error is None and sample.valid.all() and sample.depth.tolist() == np.ones((6, 8)).tolist()
+
+
+def test_a_list_file_pairs_images_depth_and_masks(tmp_path):
+    write_rgbd_folder(tmp_path, 2, size=(48, 64), hole_fraction=0.0, portrait=False)
+    mask = np.zeros((48, 64), np.uint8)
+    mask[:, :32] = 1  # the left half is valid
+    Image.fromarray(mask).save(tmp_path / "left.png")
+    listing = tmp_path / "list.txt"
+    listing.write_text("# image depth mask\nimages/sample_1.jpg depth/sample_1.png left.png\n\n")
+    samples = load_folder_samples(tmp_path, GroundTruthDeclaration(scale=1000), split_file=listing)
+    assert len(samples) == 1 and samples[0].name == "images/sample_1.jpg"
+    np.testing.assert_array_equal(samples[0].valid, mask.astype(bool))
+    listing.write_text("images/sample_0.jpg depth/nothing.png\n")
+    with pytest.raises(FileNotFoundError, match=r"list.txt:1: .*depth/nothing.png not found"):
+        load_folder_samples(tmp_path, GroundTruthDeclaration(scale=1000), split_file=listing)

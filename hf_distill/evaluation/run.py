@@ -4,6 +4,10 @@ Under ``accelerate launch`` (or torchrun) each benchmark's samples are split acr
 per-sample rows gathered on the main process, which prints the table and writes the outputs: the summary
 JSON, one per-sample CSV per benchmark and, optionally, the model card's evaluation results.
 
+Your own RGB-D data is evaluated the same way: ``--benchmark folder`` (``DIR/images/`` beside ``DIR/depth/``) or
+``--dataset_name``, read under the ``--gt_*`` declaration (``evaluation.ground_truth``, ``evaluation.own_data``) and
+named by its folder or dataset in the outputs and the card; samples that cannot be scored are skipped and counted.
+
 Several models (``--model A,B,...``, the reference first) are compared instead (``compare_models``): each is
 evaluated the same way and profiled on the main process (size and speed, ``evaluation.profile``); the outputs are
 the comparison's JSON, Markdown tables and accuracy-latency PNG and, optionally, the cards of the later models.
