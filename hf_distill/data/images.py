@@ -97,15 +97,16 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return _colour(oriented)
 
 
-def open_rgb(source: str | Path | bytes | BinaryIO | Image.Image) -> Image.Image:
+def open_rgb(source: str | Path | bytes | BinaryIO | Image.Image, name: str | None = None) -> Image.Image:
     """Open an image file (path, bytes, file object, or a PIL image) as 8-bit RGB as a viewer shows it.
 
-    The file is decoded at once (the result does not keep it open). Raises ``OSError`` naming the file when it is
-    not a readable image.
+    The file is decoded at once (the result does not keep it open). Raises ``OSError`` naming the file (``name``
+    for bytes and file objects) when it is not a readable image.
     """
     if isinstance(source, Image.Image):
         return to_rgb(source)
-    name = str(source) if isinstance(source, (str, Path)) else getattr(source, "name", "<image bytes>")
+    if name is None:
+        name = str(source) if isinstance(source, (str, Path)) else getattr(source, "name", "<image bytes>")
     handle = io.BytesIO(source) if isinstance(source, bytes) else source
     try:
         with Image.open(handle) as image:

@@ -122,7 +122,7 @@ def _open_image(files: _Files, rel: str) -> Image.Image:
 
 
 def _read_rgb(files: _Files, rel: str) -> Image.Image:
-    return open_rgb(files.read(rel))
+    return open_rgb(files.read(rel), name=rel)
 
 
 def _read_png_depth(files: _Files, rel: str, scale: float) -> np.ndarray:

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from hf_distill.data.images import exif_orientation, open_rgb, orient_like, to_rgb
+from hf_distill.data.images import exif_orientation, orient_like, to_rgb
 from hf_distill.evaluation.benchmarks import BENCHMARKS, EvalSample
 from hf_distill.evaluation.ground_truth import GROUND_TRUTH_EXTENSIONS, GroundTruthDeclaration, read_ground_truth_file
 
@@ -115,9 +115,9 @@ class FolderSamples(OwnDataSamples):
         name, image_path, depth_path, mask_path = entry
         if not isinstance(depth_path, Path):
             raise ValueError(depth_path)
-        with Image.open(image_path) as opened:
-            orientation = exif_orientation(opened)
-        image = open_rgb(image_path)
+        with Image.open(image_path) as opened:  # PIL's errors name the file
+            opened.load()
+            orientation, image = exif_orientation(opened), to_rgb(opened)
         stored = read_ground_truth_file(depth_path.read_bytes(), str(depth_path))
         mask = read_ground_truth_file(mask_path.read_bytes(), str(mask_path)) if mask_path is not None else None
         return name, image, orientation, stored, mask, str(depth_path)
