@@ -20,6 +20,7 @@ import torch
 from PIL import Image
 from transformers import pipeline
 
+from hf_distill.data.images import to_rgb
 from hf_distill.data.synthetic import render_scene
 from hf_distill.hub import display_name
 from hf_distill.models import EXAMPLE_PHOTO, resolve_model_name
@@ -63,8 +64,9 @@ class DepthComparison:
             depth_pipeline(warm_up)
 
     def predict(self, image: Image.Image) -> DepthPrediction:
-        """Both models' raw depth of ``image`` (any PIL mode; converted to RGB) and their latencies."""
-        image = image.convert("RGB")
+        """Both models' raw depth of ``image`` (any PIL mode; upright and RGB by ``hf_distill.data.images.to_rgb``)
+        and their latencies."""
+        image = to_rgb(image)
         maps, latency = {}, {}
         for role, depth_pipeline in self.pipelines.items():
             start = time.perf_counter()

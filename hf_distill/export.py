@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from PIL import Image
 from transformers import DepthAnythingForDepthEstimation
 
+from hf_distill.data.images import open_rgb
 from hf_distill.data.synthetic import render_scene
 from hf_distill.evaluation.metrics import mean_depth_metrics
 from hf_distill.hub import ONNX_FILE, ONNX_FOLDER, README, add_onnx_usage, push_student_to_hub
@@ -215,7 +216,7 @@ def verification_cases(
 ) -> list[VerificationCase]:
     """The photograph at the processor's own size (batch 1, and batch 2 with its mirror image) and the held-out
     scenes (height, width, batch) of ``scenes``."""
-    image = Image.open(photo).convert("RGB")
+    image = open_rgb(photo)
     cases = [
         VerificationCase(f"photo {Path(photo).name}", _pixel_values(processor, [image])),
         VerificationCase(f"photo {Path(photo).name} + mirror",

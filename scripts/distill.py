@@ -23,7 +23,8 @@ from accelerate import PartialState
 from hf_distill.demo import run_demo
 from hf_distill.training.callbacks import NonFiniteLossError
 from hf_distill.training.cli import parse_distill_args
-from hf_distill.training.preflight import run_preflight
+from hf_distill.training.preflight import CheckResult, run_preflight
+from hf_distill.training.preflight.host import parse_for_preflight
 from hf_distill.training.run import run_distillation
 
 
@@ -36,9 +37,17 @@ def main(argv: list[str]) -> int:
         if not argv or argv[0] == "--demo":
             run_demo(argv[1:])
         else:
-            model_args, data_args, training_args = parse_distill_args(argv)
+            # A GPU recipe checked on a login node: the precision transformers refuses here is one row of the report.
+            if any(arg.split("=")[0] == "--preflight" for arg in argv):
+                model_args, data_args, training_args, host_rows = parse_for_preflight(argv, parse_distill_args,
+                                                                                      CheckResult)
+                if host_rows and not training_args.preflight:  # --preflight false: the refusal stands
+                    parse_distill_args(argv)
+            else:
+                model_args, data_args, training_args = parse_distill_args(argv)
+                host_rows = []
             if training_args.preflight:
-                report = run_preflight(model_args, data_args, training_args)
+                report = run_preflight(model_args, data_args, training_args, host_rows=host_rows)
                 if PartialState().is_main_process:
                     print(report.format())
                 PartialState().destroy_process_group()

@@ -1,11 +1,20 @@
 #!/usr/bin/env python
-"""Evaluate a depth model on zero-shot benchmarks (NYUv2, KITTI, ETH3D, ScanNet, DIODE).
+"""Evaluate a depth model on zero-shot benchmarks (NYUv2, KITTI, ETH3D, ScanNet, DIODE) or on your own RGB-D data.
 
     python scripts/evaluate.py --model OUT_DIR --benchmark nyu --data_dir data/nyuv2/nyu_labeled_extracted.tar \
         --output_json results.json --update_card
     accelerate launch scripts/evaluate.py --model depthanything-small --benchmark nyu,kitti --data_dir data/eval
     python scripts/evaluate.py --model depthanything-large,OUT_DIR,OUT_DIR/onnx/model.onnx --benchmark nyu \
         --data_dir data/eval/nyu --output_json compare/nyu.json --update_card
+    python scripts/evaluate.py --model OUT_DIR --benchmark folder --data_dir my_rgbd --gt_scale 1000  # mm PNGs
+    python scripts/evaluate.py --model OUT_DIR --benchmark folder --data_dir middlebury --gt_kind disparity
+    python scripts/evaluate.py --model OUT_DIR --dataset_name you/rgbd --depth_column depth --gt_kind depth
+
+Your own data: ``--benchmark folder`` reads DIR/images/NAME.* beside DIR/depth/NAME.* (PNG, .npy, .pfm, .exr; an
+optional DIR/mask/NAME.*), or the ``IMAGE DEPTH [MASK]`` lines of --split_file; ``--dataset_name`` reads any dataset
+datasets.load_dataset reads. --gt_kind (depth, disparity, inverse_depth), --gt_scale, --gt_invalid, --focal_baseline,
+--min_depth and --max_depth declare what the ground truth stores. Samples that cannot be scored are skipped, counted
+and named in the per-sample CSV.
 
 Several comma-separated models (the teacher or reference first) are compared: one table per benchmark with
 parameters, GFLOPs at the processing resolution, latency at batch 1 (median / p90), throughput and peak memory at

@@ -9,7 +9,12 @@
 original layout) whose structure ``--arch_name`` gives (an alias or a folder with config.json).
 For each image ``NAME`` it writes ``NAME_depth.png`` (Turbo colormap, nearer = warmer), optionally
 ``NAME_depth.npy`` (raw float32 prediction) or ``NAME_depth16.png`` (prediction min-max scaled to 16 bit),
-and ``NAME_side_by_side.png``. Sub-folders of ``--input_dir`` are mirrored.
+and ``NAME_side_by_side.png``. Sub-folders of ``--input_dir`` are mirrored; files that share a name in one folder
+(``a.jpg``, ``a.png``) are told apart by their extension (``a_jpg_depth.png``, ``a_png_depth.png``).
+
+Images are read as a viewer shows them (hf_distill.data.images): EXIF orientation applied, so a portrait phone
+photo gives a portrait depth map that lines up with it; alpha dropped; greyscale, palette, CMYK and 16-bit images
+converted; every map is written at the displayed size of its image. Unreadable files are skipped and counted.
 """
 
 from __future__ import annotations
@@ -20,8 +25,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
+from tqdm.auto import tqdm
 
+from hf_distill.data.images import open_rgb
 from hf_distill.evaluation import load_model_and_processor, predict_depth
 from hf_distill.visualize import colorize_depth, make_grid
 
@@ -60,6 +67,17 @@ def list_images(args: argparse.Namespace) -> tuple[Path, list[Path]]:
     return folder, images
 
 
+def output_stems(base: Path, images: list[Path]) -> dict[Path, Path]:
+    """Each image's output stem relative to the output folder: its path under ``base`` without the extension, with
+    the extension kept (``a_jpg``) where several images of one folder share a name."""
+    stems = {path: path.relative_to(base).with_suffix("") for path in images}
+    counts: dict[Path, int] = {}
+    for stem in stems.values():
+        counts[stem] = counts.get(stem, 0) + 1
+    return {path: stem.with_name(f"{stem.name}_{path.suffix[1:].lower()}") if counts[stem] > 1 else stem
+            for path, stem in stems.items()}
+
+
 def to_uint16(prediction: np.ndarray) -> np.ndarray:
     """Min-max scale a relative prediction to the full 16-bit range."""
     low, high = float(prediction.min()), float(prediction.max())
@@ -74,15 +92,16 @@ def run(args: argparse.Namespace) -> tuple[int, int]:
     model.to(args.device)
     output_dir = Path(args.output_dir)
     written, skipped = 0, 0
-    for path in images:
+    stems = output_stems(base, images)
+    for path in tqdm(images, desc="depth", unit="img", disable=len(images) == 1):
         try:
-            image = Image.open(path).convert("RGB")
-        except (UnidentifiedImageError, OSError) as error:
-            print(f"warning: skipping unreadable image {path}: {error}", file=sys.stderr)
+            image = open_rgb(path)
+        except OSError as error:
+            tqdm.write(f"warning: skipping unreadable image {path}: {error}", file=sys.stderr)
             skipped += 1
             continue
         prediction = predict_depth(model, processor, [image], args.processing_res)[0]
-        stem = output_dir / path.relative_to(base).with_suffix("")
+        stem = output_dir / stems[path]
         stem.parent.mkdir(parents=True, exist_ok=True)
         colour = colorize_depth(prediction)
         Image.fromarray(colour).save(f"{stem}_depth.png")

@@ -108,7 +108,7 @@ def test_errors_are_one_line_and_nonzero(setup, tmp_path, capsys):
     assert len(err) == 1 and "test/kitchen_0004/rgb_0001.png not found (listed on line 1 of" in err[0]
     assert script.main(["--model", "x", "--benchmark", "nyu,middlebury", "--data_dir", str(tmp_path)]) == 1
     assert capsys.readouterr().err.strip().splitlines() == [
-        "error: --benchmark: unknown ['middlebury']; choose from nyu, kitti, eth3d, scannet, diode"]
+        "error: --benchmark: unknown ['middlebury']; choose from nyu, kitti, eth3d, scannet, diode, folder"]
     assert script.main(["--model", "x", "--benchmark", "nyu", "--data_dir", "a,b"]) == 1
     assert "--data_dir lists 2 roots" in capsys.readouterr().err
     assert script.main(["--model", "x", "--benchmark", "nyu", "--data_dir", "a", "--update_card"]) == 1

@@ -1,6 +1,7 @@
 """Data: training sources, cross-context views, batching, and generated RGB-D scenes."""
 
 from .collate import collate_views
+from .images import open_rgb, to_rgb
 from .sources import (
     load_dataset_source,
     load_images,
@@ -24,6 +25,8 @@ __all__ = [
     "load_nyu",
     "load_training_source",
     "load_webdataset",
+    "open_rgb",
     "read_nyu_depth",
     "render_scene",
+    "to_rgb",
 ]

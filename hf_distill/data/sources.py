@@ -286,6 +286,7 @@ def load_dataset_source(
     seed: int = 0,
     flag: str = "--dataset_name",
     revision: str | None = None,
+    mask_column: str | None = None,
 ) -> datasets.Dataset | datasets.IterableDataset:
     """One split of a dataset that `datasets` reads, as a source with an `image` column (and `depth`).
 
@@ -301,6 +302,7 @@ def load_dataset_source(
             an array), renamed `depth`; None drops depth.
         flag: the command-line flag named in error messages.
         revision: the Hub revision (``refs/convert/parquet``: the Hub's parquet conversion of a script dataset).
+        mask_column: a column of valid-pixel masks (non-zero = valid), renamed `mask`; None drops it.
 
     Raises:
         ValueError: a loading-script dataset or a missing split, saying what to pass instead.
@@ -317,12 +319,13 @@ def load_dataset_source(
         raise ValueError(f"{flag} {name} (split {split!r}): {error}") from error
     except OSError as error:
         raise OSError(f"{flag} {name} (split {split!r}): {error}") from error
-    columns = {image_column: "image", **({depth_column: "depth"} if depth_column else {})}
+    columns = {image_column: "image", **({depth_column: "depth"} if depth_column else {}),
+               **({mask_column: "mask"} if mask_column else {})}
     available = ds.column_names
     if available is not None:
         for column, role in columns.items():
             if column not in available:
-                option = "--image_column" if role == "image" else "--depth_column"
+                option = f"--{role}_column"
                 raise ValueError(f"{flag} {name}: no column {column!r} ({option}); its columns are {available}")
     features = ds.features or {}
     images = [column for column in columns if isinstance(features.get(column), datasets.Image)]

@@ -18,6 +18,10 @@ Geometry is drawn from a numpy Generator seeded with (seed, epoch, index): repro
 Large JPEGs are decoded at reduced size (PIL `draft`, DCT scaling by 2, 4 or 8) when every output
 (global view and patches) is downsampled by at least that factor; crop boxes are divided by the exact
 draft scale, so the views cover the same source pixels as with full decoding.
+
+Images are read as a viewer shows them (``hf_distill.data.images``): EXIF orientation applied (the geometry is drawn
+on the displayed size), alpha dropped, greyscale, palette, CMYK and 16-bit converted. An image whose short side is
+below the region or crop sizes is upsampled: the region is then the whole short side and the views resize it.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from hf_distill.data.images import displayed_size, to_rgb
 from hf_distill.data.sources import stream_split_warning
 
 __all__ = [
@@ -151,7 +156,7 @@ class ViewSampler:
         (nearest resampling, 0 = invalid) and depth_valid bool (G, G); with ``view_depth`` also view_depth float32
         (G, G) and local_depth float32 (P, L, L), resampled as the views are.
         """
-        width, height = image.size
+        width, height = displayed_size(image)  # views are drawn on the photo as a viewer shows it (EXIF)
         depth = None if depth is None else np.asarray(depth, dtype=np.float32)
         if depth is not None and depth.shape != (height, width):
             raise ValueError(f"depth map of shape {depth.shape} does not match the image's {(height, width)}")
@@ -203,11 +208,8 @@ class ViewSampler:
                 drafted = image.draft("RGB", (width // factor, height // factor))
                 if drafted is not None:
                     scale = round(width / drafted[1][2])
-        if image.mode != "RGB":
-            image = image.convert("RGB")
-        else:
-            image.load()
-        return image, scale
+        image.load()
+        return to_rgb(image), scale  # upright, 8-bit RGB (hf_distill.data.images)
 
 
 def _resize(image: Image.Image, square: tuple[int, int, int], size: int, scale: int) -> Image.Image:
@@ -284,10 +286,11 @@ def _make_sample(example: dict, sampler: ViewSampler, *, epoch: int, index: int)
             depth = example.get("depth")
             if depth is not None:
                 depth = np.asarray(depth, dtype=np.float32)
-                if depth.shape != (image.height, image.width):
+                width, height = displayed_size(image)
+                if depth.shape != (height, width):
                     raise ValueError(
                         f"depth map {example.get('depth_path', '<depth>')} is {depth.shape[1]}x{depth.shape[0]} "
-                        f"but image {name} is {image.width}x{image.height}"
+                        f"but image {name} is {width}x{height}"
                     )
             return sampler(image, depth, epoch=epoch, index=index)
     except _DECODE_ERRORS as err:

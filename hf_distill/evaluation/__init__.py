@@ -8,6 +8,8 @@ from hf_distill.evaluation.benchmarks import (
     EvalSample,
     load_benchmark,
 )
+from hf_distill.evaluation.ground_truth import GroundTruthDeclaration, read_ground_truth_file
+from hf_distill.evaluation.own_data import load_dataset_samples, load_folder_samples
 from hf_distill.evaluation.compare import ModelComparison, OnnxDepthModel, compare_models
 from hf_distill.evaluation.metrics import (
     METRIC_NAMES,
@@ -27,6 +29,7 @@ __all__ = [
     "BenchmarkSpec",
     "DatasetSamples",
     "EvalSample",
+    "GroundTruthDeclaration",
     "ModelComparison",
     "ModelProfile",
     "OnnxDepthModel",
@@ -36,11 +39,14 @@ __all__ = [
     "evaluate_depth",
     "evaluate_model",
     "load_benchmark",
+    "load_dataset_samples",
+    "load_folder_samples",
     "load_depth_metric",
     "load_model_and_processor",
     "mean_depth_metrics",
     "predict_depth",
     "profile_model",
     "profile_onnx",
+    "read_ground_truth_file",
     "summarize_rows",
 ]

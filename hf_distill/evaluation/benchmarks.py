@@ -29,17 +29,23 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from hf_distill.data.images import open_rgb, to_rgb
+
 SPLITS_DIR = Path(__file__).resolve().parent.parent / "data_splits"
 
 
 @dataclass
 class EvalSample:
-    """One evaluation sample: ``image`` RGB, ``depth`` float32 (H, W) metres, ``valid`` bool (H, W)."""
+    """One evaluation sample: ``image`` RGB, ``depth`` float32 (H, W) metres, ``valid`` bool (H, W).
+
+    ``error`` (with ``image`` None) marks a sample that could not be read: evaluation skips and counts it.
+    """
 
     name: str
-    image: Image.Image
+    image: Image.Image | None
     depth: np.ndarray
     valid: np.ndarray
+    error: str | None = None
 
 
 class _Files:
@@ -116,7 +122,7 @@ def _open_image(files: _Files, rel: str) -> Image.Image:
 
 
 def _read_rgb(files: _Files, rel: str) -> Image.Image:
-    return _open_image(files, rel).convert("RGB")
+    return open_rgb(files.read(rel), name=rel)
 
 
 def _read_png_depth(files: _Files, rel: str, scale: float) -> np.ndarray:
@@ -427,7 +433,7 @@ class DatasetSamples(Sequence):
     def __getitem__(self, index: int) -> EvalSample:  # type: ignore[override]
         example = self.source[index]
         where = f"{self.name}[{index}]"
-        image = example["image"].convert("RGB")
+        image = to_rgb(example["image"])
         depth = depth_in_metres(example["depth"], where)
         _check_same_size(image, depth, where)
         return EvalSample(name=where, image=image, depth=depth, valid=_masked(self.mask, depth, where))

@@ -125,7 +125,8 @@ class ModelComparison:
         result = {key: _ratio(_profile_value(profile, key), _profile_value(reference, key)) for key in _PROFILE_RATIOS}
         for benchmark, metrics in self.metrics[name].items():
             base = self.metrics[self.names[0]][benchmark]
-            result[benchmark] = {k: _ratio(v, base.get(k)) for k, v in metrics.items() if k != "num_samples"}
+            result[benchmark] = {k: _ratio(v, base.get(k)) for k, v in metrics.items()
+                                 if k not in ("num_samples", "num_skipped")}
         return result
 
     def to_dict(self) -> dict:
@@ -246,15 +247,16 @@ def evaluate_benchmarks(
     and the per-sample rows gathered on every process. Returns ``({benchmark: summary}, {benchmark: rows})``."""
     results, all_rows = {}, {}
     for name, samples in datasets.items():
-        spec = BENCHMARKS[name]
+        spec = BENCHMARKS.get(name)  # own data (evaluation.own_data) carries its range itself
+        min_depth, max_depth = (spec.min_depth, spec.max_depth) if spec else (samples.min_depth, samples.max_depth)
         with state.split_between_processes(list(range(len(samples)))) as indices:
             _, rows = evaluate_model(
                 model,
                 processor,
                 samples.select(indices) if hasattr(samples, "select") else [samples[i] for i in indices],
                 alignment=alignment,
-                min_depth=spec.min_depth,
-                max_depth=spec.max_depth,
+                min_depth=min_depth,
+                max_depth=max_depth,
                 batch_size=batch_size,
                 processing_res=processing_res,
                 progress=state.is_local_main_process,

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 from transformers import EvalPrediction
 
 from hf_distill.data.collate import collate_views
@@ -27,7 +28,9 @@ class EvalSampleDataset(torch.utils.data.Dataset):
     """Whole-image evaluation samples for the Trainer's loop.
 
     Each item is ``{"image": PIL RGB image, "reference": float32 (H, W) ground-truth depth in metres with 0 where
-    the benchmark's mask is off}``: the mask travels as zeros, the convention of ``mean_depth_metrics``.
+    the benchmark's mask is off}``: the mask travels as zeros, the convention of ``mean_depth_metrics``. A sample
+    that could not be read (``EvalSample.error``, logged by its reader) becomes a blank image with an all-zero
+    reference: skipped, not scored.
 
     Args:
         samples: a sequence of ``EvalSample`` (``load_benchmark``, ``DatasetSamples``).
@@ -46,6 +49,8 @@ class EvalSampleDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         sample = self.samples[index]
+        if sample.error is not None:  # skipped: a blank image without a valid pixel, which no metric counts
+            return {"image": Image.new("RGB", (14, 14)), "reference": np.zeros((14, 14), np.float32)}
         reference = np.where(sample.valid, sample.depth, 0.0).astype(np.float32)
         return {"image": sample.image, "reference": reference}
 

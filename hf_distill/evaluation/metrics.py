@@ -187,15 +187,21 @@ def evaluate_depth(
 def summarize_rows(rows: Sequence[dict]) -> dict[str, float]:
     """Mean of each metric over per-sample rows, plus ``num_samples``.
 
-    Rows whose metrics are NaN (no valid ground-truth pixel) are left out of the mean and the count,
-    with a warning naming them.
+    Rows whose metrics are NaN (no valid ground-truth pixel, or an unreadable sample whose row carries ``error``)
+    are left out of the mean and the count, with a warning naming them, and counted in ``num_skipped`` (present
+    only when some were skipped).
     """
     usable = [row for row in rows if not math.isnan(row["abs_rel"])]
-    skipped = [row["name"] for row in rows if math.isnan(row["abs_rel"])]
-    if skipped:
-        logger.warning("%d samples have no valid ground-truth pixel and are not averaged: %s", len(skipped), skipped)
+    unreadable = [row["name"] for row in rows if row.get("error")]
+    empty = [row["name"] for row in rows if math.isnan(row["abs_rel"]) and not row.get("error")]
+    if empty:
+        logger.warning("%d samples have no valid ground-truth pixel and are not averaged: %s", len(empty), empty)
+    if unreadable:
+        logger.warning("%d samples could not be read and are not averaged: %s", len(unreadable), unreadable)
     summary = {name: float(np.mean([row[name] for row in usable])) if usable else math.nan for name in METRIC_NAMES}
     summary["num_samples"] = len(usable)
+    if len(usable) < len(rows):
+        summary["num_skipped"] = len(rows) - len(usable)
     return summary
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from tqdm.auto import tqdm
 from transformers import DepthAnythingForDepthEstimation
 
 from hf_distill.evaluation.benchmarks import EvalSample
-from hf_distill.evaluation.metrics import evaluate_depth, summarize_rows
+from hf_distill.evaluation.metrics import METRIC_NAMES, evaluate_depth, summarize_rows
 from hf_distill.models import build_depth_model, default_image_processor, load_depth_model, load_image_processor
 
 
@@ -113,6 +114,11 @@ def predict_depth(
     return [p.cpu().numpy() for p in predict_depth_tensors(model, image_processor, images, processing_res)]
 
 
+def skipped_row(sample: EvalSample) -> dict:
+    """The per-sample row of a sample that could not be read: NaN metrics and its ``error``."""
+    return {"name": sample.name, **dict.fromkeys(METRIC_NAMES, math.nan), "error": sample.error}
+
+
 def evaluate_model(
     model: DepthAnythingForDepthEstimation,
     image_processor,
@@ -129,7 +135,8 @@ def evaluate_model(
 
     Returns:
         ``(summary, rows)``: the mean of every metric and ``num_samples``; one row per sample with
-        ``name`` and its metrics.
+        ``name`` and its metrics. A sample carrying an ``error`` is not predicted: its row has NaN metrics and the
+        ``error``, and the summary counts it in ``num_skipped``.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -137,6 +144,8 @@ def evaluate_model(
     with tqdm(total=len(samples), disable=not progress, desc="evaluating", unit="img") as bar:
         for start in range(0, len(samples), batch_size):
             batch = [samples[i] for i in range(start, min(start + batch_size, len(samples)))]
+            rows += [skipped_row(s) for s in batch if s.error is not None]
+            batch = [s for s in batch if s.error is None]
             predictions = predict_depth_tensors(model, image_processor, [s.image for s in batch], processing_res)
             for sample, prediction in zip(batch, predictions):
                 metrics = evaluate_depth(
@@ -148,5 +157,5 @@ def evaluate_model(
                     max_depth=max_depth,
                 )
                 rows.append({"name": sample.name, **metrics})
-            bar.update(len(batch))
+            bar.update(min(batch_size, len(samples) - start))
     return summarize_rows(rows), rows

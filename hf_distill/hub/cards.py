@@ -116,6 +116,7 @@ import onnxruntime as ort
 from huggingface_hub import hf_hub_download
 from PIL import Image
 from transformers import AutoImageProcessor
+from transformers.image_utils import load_image
 
 model_id = "{model_name}"
 onnx_file = Path(model_id, "{ONNX_FOLDER}", "model.onnx")  # a local copy of the repository, else the Hub's
@@ -123,7 +124,7 @@ if not onnx_file.is_file():
     onnx_file = hf_hub_download(model_id, "{ONNX_FOLDER}/model.onnx")
 session = ort.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"])
 processor = AutoImageProcessor.from_pretrained(model_id)
-image = Image.open("image.jpg")
+image = load_image("image.jpg")  # upright (EXIF orientation applied), RGB
 pixel_values = processor(images=image, return_tensors="np")["pixel_values"].astype(np.float32)
 predicted = session.run(["predicted_depth"], {{"pixel_values": pixel_values}})[0]  # (1, h, w), larger = closer
 disparity = Image.fromarray(predicted[0]).resize(image.size, Image.BICUBIC)  # float map at the image's size

@@ -18,6 +18,7 @@ from transformers import TrainingArguments
 from hf_distill.data.sources import SOURCE_FORMATS
 from hf_distill.data.views import check_crop_size
 from hf_distill.evaluation.benchmarks import BENCHMARKS
+from hf_distill.evaluation.ground_truth import GT_KINDS, parse_invalid_value
 from hf_distill.evaluation.metrics import ALIGNMENTS
 from hf_distill.losses.config import DistillationLossConfig
 from hf_distill.models import INIT_MODES
@@ -174,6 +175,24 @@ class DataArguments:
         default=None,
         metadata={"help": "Split list of --eval_benchmark data (default: the shipped standard list)."},
     )
+    eval_gt_kind: str | None = field(
+        default=None,
+        metadata={"help": "Declares the ground truth of your own evaluation data (an --eval_dataset_dir with images/ "
+                  "beside depth/, or --eval_dataset_name) as scripts/evaluate.py's --gt_kind does: depth, disparity or "
+                  "inverse_depth. An own-data folder defaults to depth.", "choices": GT_KINDS},
+    )
+    eval_gt_scale: float | None = field(
+        default=None, metadata={"help": "Stored value / scale = the kind's unit (--gt_scale of scripts/evaluate.py)."}
+    )
+    eval_gt_invalid: str = field(
+        default="0", metadata={"help": "Stored ground-truth value meaning unknown, or 'none' (--gt_invalid)."}
+    )
+    eval_focal_baseline: float | None = field(
+        default=None, metadata={"help": "Focal length (px) x baseline (m) of disparity ground truth (--focal_baseline)."}
+    )
+    eval_mask_column: str | None = field(
+        default=None, metadata={"help": "Valid-pixel mask column of --eval_dataset_name (non-zero = valid)."}
+    )
     max_eval_samples: int | None = field(
         default=None, metadata={"help": "Evaluate on at most this many samples."}
     )
@@ -208,8 +227,13 @@ class DataArguments:
             raise ValueError(f"--eval_dataset_name {self.eval_dataset_name} needs --depth_column (its ground truth).")
         if self.eval_benchmark is not None:
             check_choice("--eval_benchmark", self.eval_benchmark, tuple(BENCHMARKS))
-        if self.eval_split_file is not None and (self.eval_benchmark is None or self.eval_dataset_dir is None):
-            raise ValueError("--eval_split_file lists the files of --eval_dataset_dir read with --eval_benchmark.")
+        if self.eval_split_file is not None and self.eval_dataset_dir is None:
+            raise ValueError("--eval_split_file lists the files of --eval_dataset_dir (a benchmark read with "
+                             "--eval_benchmark, or your own folder).")
+        if self.eval_gt_kind is not None and self.eval_benchmark is not None:
+            raise ValueError("--eval_gt_kind declares your own ground truth; --eval_benchmark scores a benchmark with "
+                             "its protocol: give one.")
+        parse_invalid_value(self.eval_gt_invalid)
         check_crop_size("--global_crop_size", self.global_crop_size)
         check_crop_size("--local_crop_size", self.local_crop_size)
         if self.num_local_patches < 0:
@@ -247,8 +271,14 @@ class DistillationArguments(TrainingArguments, DistillationLossConfig):
         default="disparity", metadata={"help": "Alignment of predictions to ground truth during evaluation.",
                                        "choices": ALIGNMENTS}
     )
-    eval_min_depth: float = field(default=1e-3, metadata={"help": "Evaluation depth range lower bound (metres)."})
-    eval_max_depth: float = field(default=10.0, metadata={"help": "Evaluation depth range upper bound (metres)."})
+    eval_min_depth: float | None = field(
+        default=None, metadata={"help": "Evaluation depth range lower bound (metres; default 1e-3, or the "
+                                "benchmark's; 0 for relative --eval_gt_kind disparity)."}
+    )
+    eval_max_depth: float | None = field(
+        default=None, metadata={"help": "Evaluation depth range upper bound (metres; default 10, or the benchmark's; "
+                                "with --eval_gt_kind, as scripts/evaluate.py: unbounded)."}
+    )
     remove_unused_columns: bool = field(
         default=False, metadata={"help": "Kept False: batches are dicts of views built by hf_distill.data."}
     )

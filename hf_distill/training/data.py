@@ -9,7 +9,10 @@ Training data is ``--dataset_dir`` (NYU DenseDepth folder, image tree, webdatase
 - ``--eval_benchmark`` with ``--eval_dataset_dir`` (+ ``--eval_split_file``): the benchmark's own reader, exactly
   the samples ``scripts/evaluate.py --benchmark`` scores;
 - an NYU DenseDepth folder's test split (``--eval_dataset_dir``, or ``--dataset_dir`` itself), scored with NYUv2's
-  protocol (Eigen crop, 1e-3 < d < 10) unless ``--eval_benchmark`` says otherwise.
+  protocol (Eigen crop, 1e-3 < d < 10) unless ``--eval_benchmark`` says otherwise;
+- your own RGB-D folder (``--eval_dataset_dir`` with images/ beside depth/), or ``--eval_dataset_name`` with
+  ``--eval_gt_kind``: read under the ``--eval_gt_*`` declaration exactly as ``scripts/evaluate.py --benchmark folder``
+  and ``--dataset_name`` read it (``hf_distill.evaluation.own_data``).
 """
 
 from __future__ import annotations
@@ -25,7 +28,9 @@ from hf_distill.data.sources import (
     load_training_source,
 )
 from hf_distill.evaluation.benchmarks import BENCHMARKS, BenchmarkSpec, DatasetSamples, load_benchmark, range_mask
+from hf_distill.evaluation.ground_truth import GroundTruthDeclaration, parse_invalid_value
 from hf_distill.evaluation.loop import EvalSampleDataset
+from hf_distill.evaluation.own_data import is_own_data_folder, load_dataset_samples, load_folder_samples
 from hf_distill.training.arguments import DataArguments, DistillationArguments
 
 _FORMAT_KINDS = {
@@ -125,18 +130,24 @@ def build_training_source(data_args: DataArguments, args: DistillationArguments,
 class EvalData:
     """The training-time evaluation source of a run (see the module docstring).
 
-    kind: "dataset" (``location`` is ``--eval_dataset_name``), "benchmark" (``location`` is a benchmark archive)
-    or "nyu" (``location`` is an NYU DenseDepth folder). spec: the benchmark whose protocol scores it, if any.
+    kind: "dataset" (``location`` is ``--eval_dataset_name``), "benchmark" (``location`` is a benchmark archive),
+    "nyu" (``location`` is an NYU DenseDepth folder) or "folder" (your own RGB-D folder, images/ beside depth/);
+    "dataset" and "folder" data read under ``--eval_gt_*`` when ``declared``. spec: the benchmark whose protocol
+    scores it, if any.
     """
 
     kind: str
     location: str
     spec: BenchmarkSpec | None
+    declared: bool = False
 
     def describe(self, data_args: DataArguments) -> DataDescription:
         """The evaluation data as a card names it."""
         if self.kind == "dataset":
             return describe_dataset(self.location, data_args.eval_dataset_split, data_args.eval_dataset_config_name)
+        if self.kind == "folder":
+            name = _local_name(self.location)
+            return DataDescription(name=name, kind="RGB-D folder", index_type=name)
         spec = self.spec
         if self.kind == "nyu":
             return DataDescription(name=f"{spec.display_name} ({_local_name(self.location)}, DenseDepth test split)",
@@ -154,15 +165,21 @@ def resolve_eval_data(data_args: DataArguments, args: DistillationArguments) -> 
     NYU ``--dataset_dir`` when ``--eval_strategy`` asks for evaluation; else None (no evaluation data)."""
     spec = BENCHMARKS[data_args.eval_benchmark] if data_args.eval_benchmark else None
     if data_args.eval_dataset_name is not None:
-        return EvalData("dataset", data_args.eval_dataset_name, spec)
+        return EvalData("dataset", data_args.eval_dataset_name, spec, declared=data_args.eval_gt_kind is not None)
+    if data_args.eval_dataset_dir is not None and spec is None and is_own_data_folder(data_args.eval_dataset_dir):
+        return EvalData("folder", data_args.eval_dataset_dir, None, declared=True)
+    if data_args.eval_dataset_dir is not None and data_args.eval_gt_kind is not None:
+        raise ValueError(f"--eval_dataset_dir {data_args.eval_dataset_dir}: --eval_gt_kind reads your own folder, "
+                         "which needs images/ beside depth/ (paired by file stem)")
     if data_args.eval_dataset_dir is not None:
         if spec is not None and not _is_nyu_folder(data_args.eval_dataset_dir):
             return EvalData("benchmark", data_args.eval_dataset_dir, spec)
         if _is_nyu_folder(data_args.eval_dataset_dir):
             return EvalData("nyu", data_args.eval_dataset_dir, spec or BENCHMARKS["nyu"])
         raise ValueError(
-            f"--eval_dataset_dir {data_args.eval_dataset_dir}: not an NYU DenseDepth folder (nyu2_test.csv); a "
-            "benchmark archive needs --eval_benchmark (nyu, kitti, eth3d, scannet, diode)."
+            f"--eval_dataset_dir {data_args.eval_dataset_dir}: not an NYU DenseDepth folder (nyu2_test.csv) nor your "
+            "own RGB-D folder (images/ beside depth/); a benchmark archive needs --eval_benchmark (nyu, kitti, eth3d, "
+            "scannet, diode)."
         )
     if args.eval_strategy == "no":
         return None
@@ -180,6 +197,11 @@ def build_eval_dataset(data_args: DataArguments, args: DistillationArguments) ->
     if source is None:
         return None
     spec, limit = source.spec, data_args.max_eval_samples
+    if source.declared:
+        samples = load_declared_eval_samples(source, data_args, args)
+        if len(samples):
+            samples[0]  # bad columns or declarations fail here, before the models load
+        return EvalSampleDataset(samples, min_depth=samples.min_depth, max_depth=samples.max_depth)
     if source.kind == "benchmark":
         samples = load_benchmark(spec.name, source.location, data_args.eval_split_file, limit)
     else:
@@ -192,9 +214,37 @@ def build_eval_dataset(data_args: DataArguments, args: DistillationArguments) ->
             rows = load_nyu(source.location, split="test")
         if limit is not None:
             rows = rows.select(range(min(limit, len(rows))))
-        mask = spec.mask if spec is not None else range_mask(args.eval_min_depth, args.eval_max_depth)
+        low, high = _or_default(args.eval_min_depth, 1e-3), _or_default(args.eval_max_depth, 10.0)
+        mask = spec.mask if spec is not None else range_mask(low, high)
         samples = DatasetSamples(rows, mask, name=source.location)
     if len(samples):
         samples[0]  # bad files, units or columns fail here, before the models load
-    min_depth, max_depth = (spec.min_depth, spec.max_depth) if spec else (args.eval_min_depth, args.eval_max_depth)
-    return EvalSampleDataset(samples, min_depth=min_depth, max_depth=max_depth)
+    if spec is not None:
+        return EvalSampleDataset(samples, min_depth=spec.min_depth, max_depth=spec.max_depth)
+    return EvalSampleDataset(samples, min_depth=low, max_depth=high)
+
+
+def _or_default(value: float | None, default: float) -> float:
+    return default if value is None else value
+
+
+def load_declared_eval_samples(source: EvalData, data_args: DataArguments, args: DistillationArguments):
+    """Your own evaluation data (a folder, or a dataset with ``--eval_gt_kind``) read under the ``--eval_gt_*``
+    declaration, exactly as ``scripts/evaluate.py --benchmark folder`` / ``--dataset_name`` reads it."""
+    declaration = GroundTruthDeclaration(
+        kind=data_args.eval_gt_kind or "depth", scale=data_args.eval_gt_scale,
+        invalid_value=parse_invalid_value(data_args.eval_gt_invalid), focal_baseline=data_args.eval_focal_baseline,
+        min_depth=args.eval_min_depth, max_depth=args.eval_max_depth,
+    )
+    if not declaration.is_metric and args.eval_alignment != "disparity":
+        raise ValueError("--eval_gt_kind disparity without --eval_focal_baseline is relative ground truth: it is "
+                         f"aligned in disparity space (--eval_alignment disparity), not {args.eval_alignment}")
+    if source.kind == "folder":
+        return load_folder_samples(source.location, declaration, split_file=data_args.eval_split_file,
+                                   max_samples=data_args.max_eval_samples)
+    return load_dataset_samples(
+        source.location, declaration, config_name=data_args.eval_dataset_config_name,
+        split=data_args.eval_dataset_split, revision=data_args.eval_dataset_revision,
+        image_column=data_args.image_column, depth_column=data_args.depth_column,
+        mask_column=data_args.eval_mask_column, max_samples=data_args.max_eval_samples, flag="--eval_dataset_name",
+    )

@@ -41,12 +41,13 @@ def run_preflight(
     *,
     checks: list[Check] | None = None,
     dev_run: bool = True,
+    host_rows: Iterable[CheckResult] = (),
 ) -> PreflightReport:
     """Run every check (``PREFLIGHT_CHECKS`` by default), then, when none failed and ``dev_run``, one real training
-    step and one evaluation batch. Nothing is written to ``args.output_dir`` (or its nearest existing parent) but a
+    step and one evaluation batch; ``host_rows`` (``preflight.host.parse_for_preflight``) open the report. Nothing is written to ``args.output_dir`` (or its nearest existing parent) but a
     probe file, removed at once."""
     ctx = PreflightContext(model_args, data_args, args)
-    rows: list[CheckResult] = []
+    rows: list[CheckResult] = list(host_rows)  # what parsing found about this host
     for check in checks if checks is not None else PREFLIGHT_CHECKS:
         try:
             rows += list(check(ctx))

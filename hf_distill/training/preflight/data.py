@@ -6,8 +6,10 @@ import itertools
 from collections.abc import Iterable
 
 from hf_distill.data import ViewSampler
+from hf_distill.data.images import displayed_size
 from hf_distill.data.views import open_image, undecoded_images
 from hf_distill.training.data import build_training_source
+from hf_distill.training.preflight.host import photograph_rows
 from hf_distill.training.preflight.report import FAIL, PASS, WARN, CheckResult, PreflightContext, error_summary
 
 SAMPLE_EXAMPLES = 16  # training examples read by the data check
@@ -27,7 +29,7 @@ def check_training_data(ctx: PreflightContext) -> Iterable[CheckResult]:
         try:
             with open_image(example["image"]) as image:
                 image.load()
-                sizes.append(image.size)
+                sizes.append(displayed_size(image))
         except Exception as error:  # noqa: BLE001
             field_ = example["image"]
             name = (field_.get("path") if isinstance(field_, dict) else None) or example.get("__key__") or index
@@ -50,6 +52,8 @@ def check_training_data(ctx: PreflightContext) -> Iterable[CheckResult]:
                           "broken images are skipped and counted during training; remove them to train on all")
     else:
         yield CheckResult("training data", PASS, text)
+    yield from photograph_rows(source, open_image, global_crop_size=data_args.global_crop_size,
+                               examples=SAMPLE_EXAMPLES, row=CheckResult)
 
 
 def check_views(ctx: PreflightContext) -> Iterable[CheckResult]:

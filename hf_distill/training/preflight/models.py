@@ -9,6 +9,7 @@ from hf_distill.hub import display_name, known_license
 from hf_distill.models import load_depth_config, load_model_config, resolve_model_name
 from hf_distill.repositories import REPOSITORIES, repository, resolve_repository
 from hf_distill.teachers import GenPerceptTeacher, TeacherFamily, read_teacher_config, teacher_family
+from hf_distill.training.preflight.host import download_hint
 from hf_distill.training.preflight.report import FAIL, PASS, CheckResult, PreflightContext, error_summary
 
 
@@ -117,5 +118,6 @@ def check_student(ctx: PreflightContext) -> Iterable[CheckResult]:
 
 
 def _offline_fix(name: str) -> str:
-    return (f"check the name; offline (HF_HUB_OFFLINE=1) download it once (`hf download {resolve_model_name(name)}`) "
-            "or pass a local folder")
+    hint = download_hint(name, GenPerceptTeacher.HUB_UNETS, REPOSITORIES, GenPerceptTeacher.HUB_BASE,
+                         resolve_model_name(name))
+    return f"check the name; offline (HF_HUB_OFFLINE=1) download it once ({hint}) or pass a local folder"
