@@ -149,15 +149,27 @@ def ground_truth_declaration(args: EvaluationArguments) -> GroundTruthDeclaratio
     return declaration
 
 
-def load_eval_sets(args: EvaluationArguments) -> dict:
-    """``{name: samples}`` of every benchmark of ``--benchmark`` (a ``folder`` under its own name) and of
-    ``--dataset_name``; every listed file is checked before any model loads."""
+def check_arguments(args: EvaluationArguments) -> None:
+    """The checks of the flags themselves, before any file is read or model loaded: a ValueError names the flag."""
     if args.benchmark is None and args.dataset_name is None:
         raise ValueError("give --benchmark (with --data_dir) or --dataset_name")
-    sets = {}
+    names = []
     if args.benchmark is not None:
         if args.data_dir is None:
             raise ValueError("--benchmark needs --data_dir")
+        names = benchmark_names(args.benchmark)
+        benchmark_roots(names, args.data_dir)
+        split_files(names, args.split_file)
+    if FOLDER in names or args.dataset_name is not None:
+        ground_truth_declaration(args)
+
+
+def load_eval_sets(args: EvaluationArguments) -> dict:
+    """``{name: samples}`` of every benchmark of ``--benchmark`` (a ``folder`` under its own name) and of
+    ``--dataset_name``; every listed file is checked before any model loads."""
+    check_arguments(args)
+    sets = {}
+    if args.benchmark is not None:
         names = benchmark_names(args.benchmark)
         roots, lists = benchmark_roots(names, args.data_dir), split_files(names, args.split_file)
         for name in names:

@@ -12,7 +12,8 @@ from hf_distill.teachers import GenPerceptTeacher
 from hf_distill.testing.photos import write_phone_photos, write_rgbd_folder
 from hf_distill.training.cli import parse_distill_args
 from hf_distill.training.data import build_eval_dataset
-from hf_distill.training.preflight import CheckResult, _offline_fix, check_training_data
+from hf_distill.training.preflight import CheckResult, check_training_data
+from hf_distill.training.preflight.models import offline_fix
 from hf_distill.training.preflight.host import parse_for_preflight
 
 ROOT = __import__("pathlib").Path(__file__).resolve().parent.parent
@@ -43,12 +44,12 @@ def test_bf16_on_a_host_without_gpu_is_one_row(assets, tmp_path, monkeypatch):
 
 
 def test_fixes_name_repositories_not_aliases():
-    fix = _offline_fix("genpercept-disparity")
+    fix = offline_fix("genpercept-disparity")
     unets = REPOSITORIES[GenPerceptTeacher.HUB_UNETS["genpercept-disparity"]].hub_id
     base = REPOSITORIES[GenPerceptTeacher.HUB_BASE].hub_id
     assert f"`hf download {unets}`" in fix and f"`hf download {base}`" in fix
     assert "hf download genpercept-disparity" not in fix
-    assert "`hf download depth-anything/Depth-Anything-V2-Large-hf`" in _offline_fix("depthanything-large")
+    assert "`hf download depth-anything/Depth-Anything-V2-Large-hf`" in offline_fix("depthanything-large")
 
 
 def test_photographs_row_names_what_the_rules_change(assets, tmp_path):

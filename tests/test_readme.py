@@ -155,20 +155,16 @@ def on_this_machine(argv: list[str]) -> list[str]:
 def validation_problem(script: Path, argv: list[str], module) -> str | None:
     """The checks a script applies to its parsed arguments before it loads a model or reads data: None when they
     pass, else the error. distill.py: the three dataclasses, the checks across them, the recipe by name;
-    evaluate.py: the benchmark names, split lists and roots; export.py: ExportArguments' checks."""
+    evaluate.py: `check_arguments` (benchmarks, split lists, roots, the ground-truth declaration); export.py: ExportArguments' checks."""
     try:
         if script.name == "distill.py":
             if not argv or argv[0] == "--demo":  # the demo is the demo recipe plus overrides
                 argv = ["--config", "demo", *argv[1:]]
             module.parse_distill_args(on_this_machine(argv))
         elif script.name == "evaluate.py":
-            from hf_distill.evaluation_run import benchmark_names, benchmark_roots, split_files
+            from hf_distill.evaluation_run import check_arguments
 
-            args = module.parse_args(argv)
-            if "," not in args.model:
-                names = benchmark_names(args.benchmark)
-                split_files(names, args.split_file)
-                benchmark_roots(names, args.data_dir)
+            check_arguments(module.parse_args(argv))
         elif script.name == "export.py":
             from transformers import HfArgumentParser
 

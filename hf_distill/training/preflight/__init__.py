@@ -11,6 +11,7 @@ train one step and evaluate one batch in a temporary output folder (nothing of t
     sys.exit(0 if report.passed else 1)
 """
 
+from collections.abc import Iterable
 
 from hf_distill.training.arguments import DataArguments, DistillationArguments, ModelArguments
 from hf_distill.training.preflight.data import check_training_data, check_views

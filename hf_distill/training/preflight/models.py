@@ -90,7 +90,7 @@ def check_teachers(ctx: PreflightContext) -> Iterable[CheckResult]:
                 where = display_name(_resolve_depth_model(name))
             params = _teacher_params(ctx, name, family)
         except Exception as error:  # noqa: BLE001  (a report row, not a crash)
-            yield CheckResult(check, FAIL, error_summary(error), _offline_fix(name))
+            yield CheckResult(check, FAIL, error_summary(error), offline_fix(name))
             continue
         ctx.facts["teachers"].append((name, family, params))
         yield CheckResult(check, PASS, f"{family.name}: {where}; {params / 1e6:.1f}M parameters; {_licence_text(name)}")
@@ -108,7 +108,7 @@ def check_student(ctx: PreflightContext) -> Iterable[CheckResult]:
 
         params = _param_count(DepthAnythingForDepthEstimation, config)
     except Exception as error:  # noqa: BLE001
-        yield CheckResult(check, FAIL, error_summary(error), _offline_fix(name))
+        yield CheckResult(check, FAIL, error_summary(error), offline_fix(name))
         return
     ctx.facts["student"] = (config, params)
     licence = _licence_text(name) if ctx.model_args.student_init != "random" else "no initial weights"
@@ -117,7 +117,8 @@ def check_student(ctx: PreflightContext) -> Iterable[CheckResult]:
 
 
 
-def _offline_fix(name: str) -> str:
+def offline_fix(name: str) -> str:
+    """The fix a model row names when `name` cannot be resolved: the repositories to download, or a local folder."""
     hint = download_hint(name, GenPerceptTeacher.HUB_UNETS, REPOSITORIES, GenPerceptTeacher.HUB_BASE,
                          resolve_model_name(name))
     return f"check the name; offline (HF_HUB_OFFLINE=1) download it once ({hint}) or pass a local folder"
