@@ -1,23 +1,25 @@
 """Does the mechanism work? The paper's mechanisms tested with teachers whose flaws we chose (oracle teachers).
 
-    python benchmarks/mechanisms.py                         # 13 setups x 5 seeds (about 25 minutes on 2 idle cores)
-    python benchmarks/mechanisms.py --quick                 # every setup, 1 seed, 2 steps (the test suite runs it)
-    python benchmarks/mechanisms.py --output_dir DIR --seeds 5 --steps 200 --workers 2
+    python benchmarks/mechanisms.py                    # free-map student: 25 setups x 5 seeds (about 30 min, 2 cores)
+    python benchmarks/mechanisms.py --student network  # the demo network student: 13 setups x 5 seeds (about 23 min)
+    python benchmarks/mechanisms.py --quick            # every setup, 1 seed, 2 steps (the test suite runs it)
+    python benchmarks/mechanisms.py --output_dir DIR --seeds 5 --steps 150 --workers 2
 
-Every run is the demo recipe (`--config demo`, a random demo student, generated 224x224 scenes, regions of 112 to
-224 pixels, as `benchmarks/ablation.py`) with an oracle teacher (`hf_distill.oracle`: the exact disparity of each
-view, degraded by chosen flaws) instead of the demo teacher, scored on held-out generated scenes (abs_rel, delta1 and
-edge_grad as the ablation bench; abs_rel_far / abs_rel_near: abs_rel on the pixels beyond / before the bias split,
-after the whole-image alignment). The teachers are scored the same way on the full held-out views. Verdicts use the
-ablation bench's rule (`ablation.verdict`: a difference is real when it exceeds two standard errors); a teacher is
-deterministic, so its standard error is 0. The predictions below were written before the first run.
+Every run is the demo recipe (`--config demo`, generated 224x224 scenes, regions of 112 to 224 pixels, as
+`benchmarks/ablation.py`) with an oracle teacher (`hf_distill.oracle`: the exact disparity of each view, degraded by
+chosen flaws), trained through the real `DistillationTrainer`. Two students: `free_map` (benchmarks/free_map.py: a
+learnable map per training scene, no floor; scored on its training scenes' full views) and `network` (the random demo
+student; scored on held-out scenes). Metrics: abs_rel, delta1, edge_grad (the ablation bench's), edge_abs_rel (abs_rel
+within 2 pixels of a depth edge), abs_rel_far / abs_rel_near (beyond / before the bias split), all after the
+whole-image disparity alignment. Teachers are scored the same way on the same full views. Verdicts use the ablation
+bench's rule (`ablation.verdict`: real when over two standard errors; a teacher is deterministic, standard error 0).
+The predictions below were written before each student's first full run.
 
 A prediction about a flaw is testable only where the flawed teacher is worse, on the prediction's metric, than the
-student trained by the flawless oracle (setup `exact`, the student's floor at this length and size): a flaw smaller
-than the student's own error can be neither inherited nor averaged away. Such a prediction is judged "untestable at
-this scale" with the numbers of that check. Resolution-limited teachers without a student (`LADDER`) place the floor:
-"as accurate as exact depth seen at R x R pixels".
-Writes mechanisms.json (`seeds`, `floor`, `predictions` with verdicts and numbers, `teachers`, every run),
+student trained by the flawless oracle (setup `exact`, the student's floor): a flaw smaller than the student's own
+error can be neither inherited nor averaged away ("untestable at this scale"). Resolution-limited teachers without a
+student (`LADDER`) place the floor: "as accurate as exact depth seen at R x R pixels".
+Writes mechanisms.json (`student`, `seeds`, `floor`, `predictions` with verdicts and numbers, `teachers`, every run),
 mechanisms.md and mechanisms.png; runs.jsonl keeps every finished run, so the same command resumes a stopped bench.
 """
 
@@ -49,6 +51,7 @@ from ablation import (  # noqa: E402
     summarize,
     verdict,
 )
+from mechanisms_chart import chart  # noqa: E402
 
 SPLIT = 3.0  # metres: the regional-bias teachers' boundary
 RESOLUTION = "oracle:resolution=28"  # the teacher sees a 28 x 28 input: detail finer than view / 28 is lost
@@ -105,7 +108,8 @@ FREE_MAP_GRID = [
       if (_name := f"res {context} {norm}") != "res SC global"],  # res SC is SC global
     *[Setup("normalization", f"affine {context} local", (AFFINE,), (*flags, "--normalization", "local"))
       for context, flags in (("SC", SC_ONLY), ("LG", LG_ONLY))],
-    *[Setup("hdn", f"res SC+LG hybrid {variant}", (RESOLUTION,), ("--normalization", "hybrid", "--hdn_variant", variant))
+    *[Setup("hdn", f"res SC+LG hybrid {variant}", (RESOLUTION,),
+            ("--normalization", "hybrid", "--hdn_variant", variant))
       for variant in ("dr", "dp", "ds")],
 ]
 GRIDS = {"free_map": FREE_MAP_GRID, "network": NETWORK_GRID}
@@ -385,9 +389,9 @@ def markdown(runs: list[dict], teachers: dict[str, dict[str, float]], prediction
     if floor is not None and floor["equivalent_teacher"] is not None:
         values, rung = floor["metrics"], floor["equivalent_teacher"]
         side = rung.rpartition("=")[2]
-        lines += ["", f"The flawless-oracle `{student}` student (the floor: abs_rel {values['abs_rel']:.4f}, edge_abs_rel "
-                      f"{values['edge_abs_rel']:.4f}) is about as accurate as exact depth seen at {side} x {side} "
-                      f"pixels (`{rung}`: abs_rel {teachers[rung]['abs_rel']:.4f}, edge_abs_rel "
+        lines += ["", f"The flawless-oracle `{student}` student (the floor: abs_rel {values['abs_rel']:.4f}, "
+                      f"edge_abs_rel {values['edge_abs_rel']:.4f}) is about as accurate as exact depth seen at "
+                      f"{side} x {side} pixels (`{rung}`: abs_rel {teachers[rung]['abs_rel']:.4f}, edge_abs_rel "
                       f"{teachers[rung]['edge_abs_rel']:.4f}). A prediction about a flaw smaller than the floor is "
                       "untestable at this scale."]
     lines += ["", "| prediction | verdict | numbers (a vs b: difference, rule) |", "|---|---|---|"]
@@ -396,45 +400,6 @@ def markdown(runs: list[dict], teachers: dict[str, dict[str, float]], prediction
                  for k, v in p["numbers"].items()]
         lines.append(f"| {p['prediction']} | **{p['verdict']}** | {'; '.join(parts)} |")
     return "\n".join(lines) + "\n"
-
-
-def chart(runs: list[dict], teachers: dict[str, dict[str, float]], path: Path, student: str = "network") -> None:
-    """One panel per prediction: the metric it is about, per setup (error bar: standard deviation), teachers dashed,
-    the flawless-oracle student (the floor) dotted in the same colour."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    table = summarize(runs)
-    panels = [("resolution", "edge_grad / edge_abs_rel",
-               [(s, m) for s in ("res SC", "res SC+LG") for m in ("edge_grad", "edge_abs_rel")],
-               [(RESOLUTION, "edge_grad"), (RESOLUTION, "edge_abs_rel")]),
-              ("affine", "abs_rel", [(s.name, "abs_rel") for s in NETWORK_GRID if s.group == "affine"], [(AFFINE, "abs_rel")]),
-              ("bias", "abs_rel (all / far / near)",
-               [(s, m) for s in ("far only", "near only", "far+near")
-                for m in ("abs_rel", "abs_rel_far", "abs_rel_near")],
-               [(FAR, "abs_rel_far"), (NEAR, "abs_rel_near")]),
-              ("noise", "abs_rel", [("noise SC+LG", "abs_rel"), ("exact", "abs_rel")], [(NOISE, "abs_rel")])]
-    fig, axes = plt.subplots(1, 4, figsize=(18, 4.8), gridspec_kw={"width_ratios": [4, 6, 9, 3]})
-    for ax, (group, ylabel, bars, lines) in zip(axes, panels):
-        bars = [(s, m) for s, m in bars if s in table]
-        means = [table[s][m][0] for s, m in bars]
-        sds = [0.0 if math.isnan(table[s][m][1]) else table[s][m][1] for s, m in bars]
-        ax.bar(range(len(bars)), means, yerr=sds, capsize=3, color="tab:blue")
-        for (spec, metric), color in zip(lines, ("tab:red", "tab:orange")):
-            ax.axhline(teachers[spec][metric], color=color, linestyle="--", label=f"teacher {metric}")
-            if "exact" in table:  # the floor a flaw must exceed to be testable
-                ax.axhline(table["exact"][metric][0], color=color, linestyle=":",
-                           label=f"flawless-oracle student {metric}")
-        labels = [s if m == "abs_rel" else f"{s} ({m})" for s, m in bars]
-        ax.set_xticks(range(len(bars)), labels, rotation=60, ha="right", fontsize=7)
-        ax.set_title(group)
-        ax.set_ylabel(ylabel)
-        ax.legend(fontsize=6, loc="lower center")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def main() -> None:
@@ -457,9 +422,9 @@ def main() -> None:
     if student == "free_map":  # the scenes are FREE_MAP_FLAGS's
         common, num_eval = (), FREE_MAP_SCENES
     if args.quick:
-        seeds, steps, num_eval = 1, 2, 2 if student == "free_map" else 4
-        common = ("--per_device_train_batch_size", "2", "--num_generated_scenes", str(num_eval if student ==
-                  "free_map" else 8))
+        seeds, steps = 1, 2
+        if student == "network":
+            num_eval, common = 4, ("--per_device_train_batch_size", "2", "--num_generated_scenes", "8")
     output_dir.mkdir(parents=True, exist_ok=True)
     workdir = output_dir / "runs"
 
@@ -499,15 +464,16 @@ def main() -> None:
     teachers = {spec: score_teacher(spec, student, num_eval) for spec in specs}
     predictions = judge(runs, teachers, student)
     floor = floor_report(runs, teachers)
-    report = {"student": student, "machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
-                          "workers": args.workers},
+    machine = platform.processor() or platform.machine()
+    report = {"student": student, "machine": {"cpus": os.cpu_count(), "processor": machine, "workers": args.workers},
               "wall_time_s": wall, "seeds": list(range(seeds)), "steps": steps, "settings": settings, "split_m": SPLIT,
               "floor": floor,
               "predictions": predictions, "teachers": teachers, "runs": runs}
     (output_dir / "mechanisms.json").write_text(json.dumps(report, indent=1))
     table = markdown(runs, teachers, predictions, floor, student)
     (output_dir / "mechanisms.md").write_text(table)
-    chart(runs, teachers, output_dir / "mechanisms.png", student)
+    chart(summarize(runs), teachers, output_dir / "mechanisms.png", {"far": FAR, "near": NEAR, "noise": NOISE,
+                                                                      "resolution": RESOLUTION, "affine": AFFINE})
     print(table)
     for p in predictions:
         print(f"[{p['verdict'].upper()}] {p['prediction']}")

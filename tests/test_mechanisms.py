@@ -112,7 +112,8 @@ def test_free_map_ablation_predictions():
     assert {p["student"] for p in verdicts.values()} == {"free_map"}
     assert len(verdicts["normalization"]["numbers"]) == 12 and len(verdicts["hdn"]["numbers"]) == 4
     # hybrid worse than global under the affine teacher (LG), beyond two standard errors: not held
-    runs = _runs(mechanisms, {"affine LG hybrid": {"abs_rel": 0.25}, "res SC+LG hybrid dr": {"abs_rel": 0.25}}, 5, "free_map")
+    worse = {"affine LG hybrid": {"abs_rel": 0.25}, "res SC+LG hybrid dr": {"abs_rel": 0.25}}
+    runs = _runs(mechanisms, worse, 5, "free_map")
     verdicts = {p["group"]: p for p in mechanisms.judge(runs, _teachers(mechanisms), "free_map")}
     assert verdicts["normalization"]["verdict"] == "not held" and verdicts["hdn"]["verdict"] == "not held"
     assert verdicts["normalization"]["numbers"]["not worse: abs_rel affine LG hybrid vs global"]["held"] is False
