@@ -23,7 +23,7 @@ def _panels(table: dict, specs: dict[str, str]) -> list[tuple[str, str, list, li
               ("normalisation, resolution teacher", "abs_rel",
                [("res SC" if (c, n) == ("SC", "global") else f"res {c} {n}", "abs_rel") for c in ("SC", "LG")
                 for n in NORMS], [(specs["resolution"], "abs_rel")]),
-              ("HDN families (hybrid SC+LG), resolution teacher", "edge_abs_rel",
+              ("HDN families, resolution teacher", "edge_abs_rel",
                [(f"res SC+LG hybrid {v}", "edge_abs_rel") for v in ("dr", "dp", "ds")],
                [(specs["resolution"], "edge_abs_rel")])]
     kept = []
