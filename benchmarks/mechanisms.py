@@ -1,23 +1,25 @@
 """Does the mechanism work? The paper's mechanisms tested with teachers whose flaws we chose (oracle teachers).
 
-    python -m benchmarks.mechanisms                         # 13 setups x 5 seeds (about 25 minutes on 2 idle cores)
-    python -m benchmarks.mechanisms --quick                 # every setup, 1 seed, 2 steps (the test suite runs it)
-    python -m benchmarks.mechanisms --output_dir DIR --seeds 5 --steps 200 --workers 2
+    python -m benchmarks.mechanisms                    # free-map student: 25 setups x 5 seeds (about 30 min, 2 cores)
+    python -m benchmarks.mechanisms --student network  # the demo network student: 13 setups x 5 seeds (about 23 min)
+    python -m benchmarks.mechanisms --quick            # every setup, 1 seed, 2 steps (the test suite runs it)
+    python -m benchmarks.mechanisms --output_dir DIR --seeds 5 --steps 150 --workers 2
 
-Every run is the demo recipe (`--config demo`, a random demo student, generated 224x224 scenes, regions of 112 to
-224 pixels, as `benchmarks/ablation.py`) with an oracle teacher (`hf_distill.oracle`: the exact disparity of each
-view, degraded by chosen flaws) instead of the demo teacher, scored on held-out generated scenes (abs_rel, delta1 and
-edge_grad as the ablation bench; abs_rel_far / abs_rel_near: abs_rel on the pixels beyond / before the bias split,
-after the whole-image alignment). The teachers are scored the same way on the full held-out views. Verdicts use the
-ablation bench's rule (`ablation.verdict`: a difference is real when it exceeds two standard errors); a teacher is
-deterministic, so its standard error is 0. The predictions below were written before the first run.
+Every run is the demo recipe (`--config demo`, generated 224x224 scenes, regions of 112 to 224 pixels, as
+`benchmarks/ablation.py`) with an oracle teacher (`hf_distill.oracle`: the exact disparity of each view, degraded by
+chosen flaws), trained through the real `DistillationTrainer`. Two students: `free_map` (benchmarks/free_map.py: a
+learnable map per training scene, no floor; scored on its training scenes' full views) and `network` (the random demo
+student; scored on held-out scenes). Metrics: abs_rel, delta1, edge_grad (the ablation bench's), edge_abs_rel (abs_rel
+within 2 pixels of a depth edge), abs_rel_far / abs_rel_near (beyond / before the bias split), all after the
+whole-image disparity alignment. Teachers are scored the same way on the same full views. Verdicts use the ablation
+bench's rule (`ablation.verdict`: real when over two standard errors; a teacher is deterministic, standard error 0).
+The predictions below were written before each student's first full run.
 
 A prediction about a flaw is testable only where the flawed teacher is worse, on the prediction's metric, than the
-student trained by the flawless oracle (setup `exact`, the student's floor at this length and size): a flaw smaller
-than the student's own error can be neither inherited nor averaged away. Such a prediction is judged "untestable at
-this scale" with the numbers of that check. Resolution-limited teachers without a student (`LADDER`) place the floor:
-"as accurate as exact depth seen at R x R pixels".
-Writes mechanisms.json (`seeds`, `floor`, `predictions` with verdicts and numbers, `teachers`, every run),
+student trained by the flawless oracle (setup `exact`, the student's floor): a flaw smaller than the student's own
+error can be neither inherited nor averaged away ("untestable at this scale"). Resolution-limited teachers without a
+student (`LADDER`) place the floor: "as accurate as exact depth seen at R x R pixels".
+Writes mechanisms.json (`student`, `seeds`, `floor`, `predictions` with verdicts and numbers, `teachers`, every run),
 mechanisms.md and mechanisms.png; runs.jsonl keeps every finished run, so the same command resumes a stopped bench.
 """
 
@@ -38,7 +40,8 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.ablation import EDGE_LOG_JUMP, LG_ONLY, SC_ONLY, edge_gradient_error, summarize, verdict
-from benchmarks.demo_runs import demo_run_argv, init_worker
+from benchmarks.demo_runs import SCENE_SIDE, demo_run_argv, init_worker
+from benchmarks.mechanisms_chart import chart
 
 SPLIT = 3.0  # metres: the regional-bias teachers' boundary
 RESOLUTION = "oracle:resolution=28"  # the teacher sees a 28 x 28 input: detail finer than view / 28 is lost
@@ -52,7 +55,18 @@ NEAR = f"oracle:bias=near:0.8,split={SPLIT:g}"
 NOISE = "oracle:noise=0.5"
 # Teachers scored only (no student): exact depth seen at R x R pixels. The flawless-oracle student's floor is read
 # against them as "as accurate as exact depth at R x R pixels".
-LADDER = tuple(f"oracle:resolution={r}" for r in (2, 3, 4, 8))
+LADDER = tuple(f"oracle:resolution={r}" for r in (2, 3, 4, 8, 16, 56))
+# The free-map student: 4 training scenes, every one in every batch (a map is updated at every step, so Adam's moments
+# see dense gradients); no gradient-matching term (on a free map its per-pixel pull made the exact-oracle map reach
+# only abs_rel 0.25 in 100 steps against 0.04 without it), no feature term (no tokens), no output anchor (a map has no
+# head to hold), a learning rate for log-disparity pixels, no weight decay.
+# Base normalisation `global`: with `hybrid` the exact-oracle map converged far slower (abs_rel 0.107 after 200 steps,
+# against 0.043 for `global` after 100); setups that name a normalisation use it.
+FREE_MAP_SCENES = 4
+FREE_MAP_STEPS = 150
+FREE_MAP_FLAGS = ("--num_generated_scenes", str(FREE_MAP_SCENES), "--per_device_train_batch_size", str(FREE_MAP_SCENES),
+                  "--lambda_grad", "0", "--lambda_feat", "0", "--lambda_anchor", "0", "--learning_rate", "0.02",
+                  "--weight_decay", "0", "--normalization", "global")
 
 
 @dataclass(frozen=True)
@@ -63,7 +77,7 @@ class Setup:
     flags: tuple[str, ...] = ()
 
 
-GRID = [
+NETWORK_GRID = [
     Setup("reference", "exact", ("oracle",)),  # no flaw: the student's own floor at this training length
     Setup("resolution", "res SC", (RESOLUTION,), SC_ONLY),
     Setup("resolution", "res SC+LG", (RESOLUTION,)),
@@ -74,6 +88,22 @@ GRID = [
     Setup("bias", "far+near", (FAR, NEAR)),
     Setup("noise", "noise SC+LG", (NOISE,)),
 ]
+# The free-map student (benchmarks/free_map.py) has no floor: the same setups (its base normalisation is `global`, see
+# FREE_MAP_FLAGS), plus the ablation rows that the network student's floor hid: normalisation strategies under the
+# resolution and affine teachers, and HDN context families (hybrid) under the resolution teacher.
+FREE_MAP_GRID = [
+    *NETWORK_GRID,
+    *[Setup("normalization", _name, (RESOLUTION,), (*flags, "--normalization", norm))
+      for context, flags in (("SC", SC_ONLY), ("LG", LG_ONLY)) for norm in ("none", "global", "local", "hybrid")
+      if (_name := f"res {context} {norm}") != "res SC global"],  # res SC is SC global
+    *[Setup("normalization", f"affine {context} local", (AFFINE,), (*flags, "--normalization", "local"))
+      for context, flags in (("SC", SC_ONLY), ("LG", LG_ONLY))],
+    *[Setup("hdn", f"res SC+LG hybrid {variant}", (RESOLUTION,),
+            ("--normalization", "hybrid", "--hdn_variant", variant))
+      for variant in ("dr", "dp", "ds")],
+]
+GRIDS = {"free_map": FREE_MAP_GRID, "network": NETWORK_GRID}
+NORMS = ("none", "global", "local", "hybrid")
 PREDICTIONS = {
     "resolution": "resolution-limited teacher: SC+LG gives a lower edge error than SC alone, and the SC+LG student's "
                   "edge error is below its teacher's on full views",
@@ -82,11 +112,21 @@ PREDICTIONS = {
     "bias": "two teachers with complementary regional bias drawn per step beat either teacher alone, and the student "
             "is better than each teacher on that teacher's biased region (where the other teacher is right)",
     "noise": "noisy teacher: the student's error is below its teacher's",
+    "normalization": "normalisation ablation (resolution-limited and affine teachers, SC and LG): `hybrid` is never "
+                     "worse than `none`, `global` or `local` by a real difference",
+    "hdn": "HDN context families (SC+LG, hybrid, resolution-limited teacher): neither `dp` nor `ds` is better than the "
+           "default `dr` by a real difference (abs_rel, edge_abs_rel)",
 }
 
 
-@lru_cache(maxsize=1)
-def _eval_samples(num_scenes: int):
+@lru_cache(maxsize=2)
+def _eval_samples(student: str, num_scenes: int):
+    """What a student is scored on: held-out generated scenes (network), or the training scenes themselves (free
+    map: a map per training scene, nothing to generalise)."""
+    if student == "free_map":
+        from benchmarks.free_map import training_scenes
+
+        return training_scenes(num_scenes, SCENE_SIDE)
     from hf_distill.demo import demo_eval_samples
 
     return demo_eval_samples(num_scenes)
@@ -132,13 +172,13 @@ def score(predictions, samples) -> dict[str, float]:
     return dict(zip(METRICS, map(float, np.nanmean(np.array(rows, dtype=float), axis=0))))
 
 
-def score_teacher(spec: str, num_eval: int) -> dict[str, float]:
-    """An oracle teacher on the full held-out views (each view given whole, as the student is)."""
+def score_teacher(spec: str, student: str, num_eval: int) -> dict[str, float]:
+    """An oracle teacher on the full views the student is scored on (each view given whole, as the student's)."""
     import torch
 
     from hf_distill.teachers import build_teacher
 
-    teacher, samples = build_teacher(spec), _eval_samples(num_eval)
+    teacher, samples = build_teacher(spec), _eval_samples(student, num_eval)
     predictions = []
     for sample in samples:
         view = torch.from_numpy(np.asarray(sample.image, np.float32) / 255.0).permute(2, 0, 1)[None]
@@ -146,26 +186,35 @@ def score_teacher(spec: str, num_eval: int) -> dict[str, float]:
     return score(predictions, samples)
 
 
-def run_setup(setup: Setup, seed: int, steps: int, num_eval: int, workdir: str, common: tuple[str, ...]) -> dict:
-    """Train one student of `setup` with `seed` (the ablation bench's demo settings); its held-out metrics."""
+def run_setup(setup: Setup, seed: int, steps: int, num_eval: int, workdir: str, common: tuple[str, ...],
+              student: str = "network") -> dict:
+    """Train one student of `setup` with `seed` (the ablation bench's demo settings; for the free map also
+    `FREE_MAP_FLAGS`); its metrics on the student's evaluation scenes (`_eval_samples`)."""
     import torch
-
-    from hf_distill.evaluation.predict import predict_depth_tensors
-    from hf_distill.training.cli import parse_distill_args
-    from hf_distill.training.run import build_trainer
 
     torch.set_num_threads(1)
     started = time.perf_counter()
-    out = Path(workdir) / f"{setup.name.replace(' ', '_').replace('+', 'p')}_seed{seed}"
-    argv = [*demo_run_argv(out, seed, steps), "--teacher_models", *setup.teachers, *common, *setup.flags]
-    trainer = build_trainer(*parse_distill_args(argv))
-    trainer.train()
-    student = trainer.accelerator.unwrap_model(trainer.model).student.eval()
-    samples = _eval_samples(num_eval)
-    with torch.no_grad():
-        predictions = predict_depth_tensors(student, trainer.processing_class, [s.image for s in samples])
-    return {"group": setup.group, "config": setup.name, "teachers": list(setup.teachers), "flags": list(setup.flags),
-            "seed": seed, "steps": steps, "metrics": score(predictions, samples),
+    out = Path(workdir) / f"{student}_{setup.name.replace(' ', '_').replace('+', 'p')}_seed{seed}"
+    argv = [*demo_run_argv(out, seed, steps), "--teacher_models", *setup.teachers, *(FREE_MAP_FLAGS if student == "free_map" else ()), *common, *setup.flags]
+    samples = _eval_samples(student, num_eval)
+    if student == "free_map":
+        from benchmarks.free_map import build_free_map_trainer, trained_maps
+
+        trainer = build_free_map_trainer(argv)
+        trainer.train()
+        predictions = trained_maps(trainer)
+    else:
+        from hf_distill.evaluation.predict import predict_depth_tensors
+        from hf_distill.training.cli import parse_distill_args
+        from hf_distill.training.run import build_trainer
+
+        trainer = build_trainer(*parse_distill_args(argv))
+        trainer.train()
+        network = trainer.accelerator.unwrap_model(trainer.model).student.eval()
+        with torch.no_grad():
+            predictions = predict_depth_tensors(network, trainer.processing_class, [s.image for s in samples])
+    return {"student": student, "group": setup.group, "config": setup.name, "teachers": list(setup.teachers),
+            "flags": list(setup.flags), "seed": seed, "steps": steps, "metrics": score(predictions, samples),
             "wall_time_s": time.perf_counter() - started}
 
 
@@ -182,8 +231,13 @@ def _fixed(value: float, n: int) -> tuple[float, float, int]:
     return value, 0.0, n
 
 
-def judge(runs: list[dict], teachers: dict[str, dict[str, float]]) -> list[dict]:
-    """Each prediction's verdict and the numbers behind it.
+def _row(teacher: str, context: str, norm: str) -> str:
+    """The setup name of a (teacher, context, normalisation) cell of the free-map grid (its `res SC` is SC global)."""
+    return "res SC" if (teacher, context, norm) == ("res", "SC", "global") else f"{teacher} {context} {norm}"
+
+
+def judge(runs: list[dict], teachers: dict[str, dict[str, float]], student: str = "network") -> list[dict]:
+    """Each prediction's verdict and the numbers behind it, each naming the `student` it was judged on.
 
     Verdicts: "held" / "not held" by the ablation rule; "untestable at this scale" when a flawed teacher is not worse
     than the flawless-oracle student (the student's floor) on the metric the prediction is about: a student cannot
@@ -238,11 +292,24 @@ def judge(runs: list[dict], teachers: dict[str, dict[str, float]]) -> list[dict]
             diagnostics["noise"] = [("abs_rel noise student < exact-oracle student", table["noise SC+LG"]["abs_rel"],
                                      floor["abs_rel"])]
         gate("noise", "abs_rel", NOISE)
+    # Ablation rows, not gated (students of one teacher that share one floor, compared with each other).
+    cells = [(t, c, m) for t in ("res", "affine") for c in ("SC", "LG") for m in NORMS]
+    if all(_row(*cell) in table for cell in cells):
+        checks["normalization"] = [
+            (f"not worse: abs_rel {t} {c} hybrid vs {m}", table[_row(t, c, "hybrid")]["abs_rel"],
+             table[_row(t, c, m)]["abs_rel"]) for t, c, m in cells if m != "hybrid"]
+    if all(f"res SC+LG hybrid {v}" in table for v in ("dr", "dp", "ds")):
+        checks["hdn"] = [(f"not worse: {m} res SC+LG hybrid dr vs {v}", table["res SC+LG hybrid dr"][m],
+                          table[f"res SC+LG hybrid {v}"][m]) for m in ("abs_rel", "edge_abs_rel") for v in ("dp", "ds")]
 
     def compared(items: list[tuple[str, tuple, tuple]], suffix: str = "") -> tuple[dict, list[bool | None]]:
         numbers, outcomes = {}, []
         for label, a, b in items:
-            held, text = _compare(a, b)
+            if label.startswith("not worse"):  # held unless b is lower than a by a real difference
+                lower, text = _compare(b, a)
+                held, text = (None if lower is None else not lower), verdict(a, b)
+            else:
+                held, text = _compare(a, b)
             outcomes.append(held)
             numbers[label + suffix] = {"a": a[0], "a_sd": a[1], "b": b[0], "b_sd": b[1], "verdict": text, "held": held}
         return numbers, outcomes
@@ -263,7 +330,7 @@ def judge(runs: list[dict], teachers: dict[str, dict[str, float]]) -> list[dict]
             result = "untestable at this scale"
         else:
             result = "held" if all(outcomes) else "not held"
-        predictions.append({"group": group, "prediction": PREDICTIONS[group], "verdict": result,
+        predictions.append({"student": student, "group": group, "prediction": PREDICTIONS[group], "verdict": result,
                             "numbers": {**gate_numbers, **numbers}})
     return predictions
 
@@ -286,15 +353,16 @@ def floor_report(runs: list[dict], teachers: dict[str, dict[str, float]]) -> dic
 
 
 def markdown(runs: list[dict], teachers: dict[str, dict[str, float]], predictions: list[dict],
-             floor: dict | None) -> str:
+             floor: dict | None, student: str = "network") -> str:
     """The setups' and teachers' table, the floor's place on the ladder (``floor_report``) and the verdicts."""
     table = summarize(runs)
     metrics = METRICS
     seeds = max(v["abs_rel"][2] for v in table.values())
-    lines = [f"Seeds per setup: {seeds}; mean ± standard deviation over seeds. Teachers are scored on the same "
-             "held-out views (deterministic).", "",
+    scenes = "training scenes (full views)" if student == "free_map" else "held-out views"
+    lines = [f"Student: `{student}`. Seeds per setup: {seeds}; mean ± standard deviation over seeds. Teachers are "
+             f"scored on the same {scenes} (deterministic).", "",
              "| setup | teachers | " + " | ".join(metrics) + " |", "|---" * (len(metrics) + 2) + "|"]
-    for setup in GRID:
+    for setup in GRIDS[student]:
         if setup.name not in table:
             continue
         cells = []
@@ -307,9 +375,9 @@ def markdown(runs: list[dict], teachers: dict[str, dict[str, float]], prediction
     if floor is not None and floor["equivalent_teacher"] is not None:
         values, rung = floor["metrics"], floor["equivalent_teacher"]
         side = rung.rpartition("=")[2]
-        lines += ["", f"The flawless-oracle student (the floor: abs_rel {values['abs_rel']:.4f}, edge_abs_rel "
-                      f"{values['edge_abs_rel']:.4f}) is about as accurate as exact depth seen at {side} x {side} "
-                      f"pixels (`{rung}`: abs_rel {teachers[rung]['abs_rel']:.4f}, edge_abs_rel "
+        lines += ["", f"The flawless-oracle `{student}` student (the floor: abs_rel {values['abs_rel']:.4f}, "
+                      f"edge_abs_rel {values['edge_abs_rel']:.4f}) is about as accurate as exact depth seen at "
+                      f"{side} x {side} pixels (`{rung}`: abs_rel {teachers[rung]['abs_rel']:.4f}, edge_abs_rel "
                       f"{teachers[rung]['edge_abs_rel']:.4f}). A prediction about a flaw smaller than the floor is "
                       "untestable at this scale."]
     lines += ["", "| prediction | verdict | numbers (a vs b: difference, rule) |", "|---|---|---|"]
@@ -320,80 +388,53 @@ def markdown(runs: list[dict], teachers: dict[str, dict[str, float]], prediction
     return "\n".join(lines) + "\n"
 
 
-def chart(runs: list[dict], teachers: dict[str, dict[str, float]], path: Path) -> None:
-    """One panel per prediction: the metric it is about, per setup (error bar: standard deviation), teachers dashed,
-    the flawless-oracle student (the floor) dotted in the same colour."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    table = summarize(runs)
-    panels = [("resolution", "edge_grad / edge_abs_rel",
-               [(s, m) for s in ("res SC", "res SC+LG") for m in ("edge_grad", "edge_abs_rel")],
-               [(RESOLUTION, "edge_grad"), (RESOLUTION, "edge_abs_rel")]),
-              ("affine", "abs_rel", [(s.name, "abs_rel") for s in GRID if s.group == "affine"], [(AFFINE, "abs_rel")]),
-              ("bias", "abs_rel (all / far / near)",
-               [(s, m) for s in ("far only", "near only", "far+near")
-                for m in ("abs_rel", "abs_rel_far", "abs_rel_near")],
-               [(FAR, "abs_rel_far"), (NEAR, "abs_rel_near")]),
-              ("noise", "abs_rel", [("noise SC+LG", "abs_rel"), ("exact", "abs_rel")], [(NOISE, "abs_rel")])]
-    fig, axes = plt.subplots(1, 4, figsize=(18, 4.8), gridspec_kw={"width_ratios": [4, 6, 9, 3]})
-    for ax, (group, ylabel, bars, lines) in zip(axes, panels):
-        bars = [(s, m) for s, m in bars if s in table]
-        means = [table[s][m][0] for s, m in bars]
-        sds = [0.0 if math.isnan(table[s][m][1]) else table[s][m][1] for s, m in bars]
-        ax.bar(range(len(bars)), means, yerr=sds, capsize=3, color="tab:blue")
-        for (spec, metric), color in zip(lines, ("tab:red", "tab:orange")):
-            ax.axhline(teachers[spec][metric], color=color, linestyle="--", label=f"teacher {metric}")
-            if "exact" in table:  # the floor a flaw must exceed to be testable
-                ax.axhline(table["exact"][metric][0], color=color, linestyle=":",
-                           label=f"flawless-oracle student {metric}")
-        labels = [s if m == "abs_rel" else f"{s} ({m})" for s, m in bars]
-        ax.set_xticks(range(len(bars)), labels, rotation=60, ha="right", fontsize=7)
-        ax.set_title(group)
-        ax.set_ylabel(ylabel)
-        ax.legend(fontsize=6, loc="lower center")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--output_dir", type=Path, default=Path("output/mechanisms"))
+    parser.add_argument("--student", choices=tuple(GRIDS), default="free_map",
+                        help="free_map: a learnable map per training scene (no floor); network: the demo student")
+    parser.add_argument("--output_dir", type=Path, default=None, help="default output/mechanisms/STUDENT")
     parser.add_argument("--seeds", type=int, default=5)
-    parser.add_argument("--steps", type=int, default=200)
-    parser.add_argument("--num_generated_scenes", type=int, default=128)
-    parser.add_argument("--num_eval_scenes", type=int, default=24)
+    parser.add_argument("--steps", type=int, default=None, help=f"default {FREE_MAP_STEPS} (free map), 200 (network)")
+    parser.add_argument("--num_generated_scenes", type=int, default=128, help="network student's training scenes")
+    parser.add_argument("--num_eval_scenes", type=int, default=24, help="network student's held-out scenes")
     parser.add_argument("--workers", type=int, default=2, help="runs in parallel (one thread each)")
     parser.add_argument("--quick", action="store_true", help="every setup, 1 seed, 2 steps at batch 2, 4 scenes")
     args = parser.parse_args()
-    seeds, steps, num_eval = args.seeds, args.steps, args.num_eval_scenes
+    student, grid = args.student, GRIDS[args.student]
+    output_dir = args.output_dir or Path("output/mechanisms") / student
+    seeds, num_eval = args.seeds, args.num_eval_scenes
+    steps = args.steps or (FREE_MAP_STEPS if student == "free_map" else 200)
     common: tuple[str, ...] = ("--num_generated_scenes", str(args.num_generated_scenes))
+    if student == "free_map":  # the scenes are FREE_MAP_FLAGS's
+        common, num_eval = (), FREE_MAP_SCENES
     if args.quick:
-        seeds, steps, num_eval = 1, 2, 4
-        common = ("--per_device_train_batch_size", "2", "--num_generated_scenes", "8")
-    args.output_dir.mkdir(parents=True, exist_ok=True)
-    workdir = args.output_dir / "runs"
+        seeds, steps = 1, 2
+        if student == "network":
+            num_eval, common = 4, ("--per_device_train_batch_size", "2", "--num_generated_scenes", "8")
+    output_dir.mkdir(parents=True, exist_ok=True)
+    workdir = output_dir / "runs"
 
     started = time.perf_counter()
     # Every finished run is appended to runs.jsonl; a rerun with the same settings reuses them (a stopped bench
     # resumes where it was).
-    log, settings = args.output_dir / "runs.jsonl", {"steps": steps, "common": list(common), "num_eval": num_eval}
-    done, by_name = {}, {setup.name: setup for setup in GRID}
+    log = output_dir / "runs.jsonl"
+    settings = {"student": student, "steps": steps, "common": list(common), "num_eval": num_eval}
+    if student == "free_map":
+        settings["flags"] = list(FREE_MAP_FLAGS)
+    done, by_name = {}, {setup.name: setup for setup in grid}
     if log.is_file():
         for line in log.read_text().splitlines():
             run = json.loads(line)
             setup = by_name.get(run["config"])
             if run.get("settings") == settings and setup is not None and run["teachers"] == list(setup.teachers):
                 done[(run["config"], run["seed"])] = run
-    jobs = [(setup, seed) for seed in range(seeds) for setup in GRID if (setup.name, seed) not in done]
-    runs = [done[(s.name, seed)] for seed in range(seeds) for s in GRID if (s.name, seed) in done]
+    jobs = [(setup, seed) for seed in range(seeds) for setup in grid if (setup.name, seed) not in done]
+    runs = [done[(s.name, seed)] for seed in range(seeds) for s in grid if (s.name, seed) in done]
     if runs:
         print(f"{len(runs)} runs reused from {log}", flush=True)
     with ProcessPoolExecutor(args.workers, mp_context=get_context("spawn"), initializer=init_worker) as pool:
-        futures = [pool.submit(run_setup, s, seed, steps, num_eval, str(workdir), common) for s, seed in jobs]
+        futures = [pool.submit(run_setup, s, seed, steps, num_eval, str(workdir), common, student)
+                   for s, seed in jobs]
         for future in futures:
             runs.append({**future.result(), "settings": settings})
             with log.open("a") as stream:
@@ -405,26 +446,27 @@ def main() -> None:
                   f"{r['wall_time_s']:.0f} s", flush=True)
     wall = time.perf_counter() - started
 
-    specs = dict.fromkeys([*(t for s in GRID for t in s.teachers), *LADDER])
-    teachers = {spec: score_teacher(spec, num_eval) for spec in specs}
-    predictions = judge(runs, teachers)
+    specs = dict.fromkeys([*(t for s in grid for t in s.teachers), *LADDER])
+    teachers = {spec: score_teacher(spec, student, num_eval) for spec in specs}
+    predictions = judge(runs, teachers, student)
     floor = floor_report(runs, teachers)
-    report = {"machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
-                          "workers": args.workers},
-              "wall_time_s": wall, "seeds": list(range(seeds)), "steps": steps, "split_m": SPLIT,
+    machine = platform.processor() or platform.machine()
+    report = {"student": student, "machine": {"cpus": os.cpu_count(), "processor": machine, "workers": args.workers},
+              "wall_time_s": wall, "seeds": list(range(seeds)), "steps": steps, "settings": settings, "split_m": SPLIT,
               "floor": floor,
               "predictions": predictions, "teachers": teachers, "runs": runs}
-    (args.output_dir / "mechanisms.json").write_text(json.dumps(report, indent=1))
-    table = markdown(runs, teachers, predictions, floor)
-    (args.output_dir / "mechanisms.md").write_text(table)
-    chart(runs, teachers, args.output_dir / "mechanisms.png")
+    (output_dir / "mechanisms.json").write_text(json.dumps(report, indent=1))
+    table = markdown(runs, teachers, predictions, floor, student)
+    (output_dir / "mechanisms.md").write_text(table)
+    chart(summarize(runs), teachers, output_dir / "mechanisms.png", {"far": FAR, "near": NEAR, "noise": NOISE,
+                                                                      "resolution": RESOLUTION, "affine": AFFINE})
     print(table)
     for p in predictions:
         print(f"[{p['verdict'].upper()}] {p['prediction']}")
         for label, value in p["numbers"].items():
             print(f"    {label}: " + (f"{value['a']:.4f} vs {value['b']:.4f}, {value['verdict']}"
                                       if isinstance(value, dict) else f"{value:+.4f}"))
-    print(f"{len(runs)} runs in {wall / 60:.1f} min; outputs in {args.output_dir}/ (mechanisms.json, mechanisms.md, "
+    print(f"{len(runs)} runs in {wall / 60:.1f} min; outputs in {output_dir}/ (mechanisms.json, mechanisms.md, "
           "mechanisms.png)")
 
 
