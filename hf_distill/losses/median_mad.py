@@ -139,7 +139,7 @@ class _Tree:
         """(F, ...) per-fine-context sums -> (G, ...) sums over the fine contexts of each group."""
         table = fine_table.new_zeros(self.groups, *fine_table.shape[1:])
         for level in range(self.parents.shape[1]):
-            table = table.index_add(0, self.parents[:, level], fine_table)
+            table.index_add_(0, self.parents[:, level], fine_table)
         return table
 
     def repeat(self, copies: int) -> _Tree:
