@@ -1,4 +1,4 @@
-"""Distillation losses: median/MAD normalisation over HDN contexts and the cross-context terms (DESIGN.md §4).
+"""Distillation losses: median/MAD normalisation over HDN contexts and the cross-context terms (docs/method.md, Losses).
 
 normalize.py: strategies and the normalised L1; median_mad.py: the per-context statistics engine (value_keys.py:
 valid pixels and value buckets; selection.py, selection_cpu.py, selection_static.py: exact order statistics);
