@@ -6,9 +6,10 @@ with the exact-mean MAD of docs/method.md (Losses). Usage (CPU, two threads unle
 
     python -m benchmarks.bench_losses [--threads 2] [--batch 8] [--size 560] [--repeats 3] [--device cpu]
 
-``--engine_baseline FILE`` instead times this median/MAD engine against another version of
-``hf_distill/losses/median_mad.py`` (e.g. ``git show REV:hf_distill/losses/median_mad.py > old.py``), interleaved in
-one process, and prints old / new per case; ``--static`` runs this engine with the accelerator path's fixed shapes.
+``--engine_baseline FILE`` instead times this median/MAD engine against an earlier single-file version of it
+(``git show REV:hf_distill/losses/median_mad.py > old.py`` for a REV before the engine was split into
+``median_mad.py``, ``value_keys.py`` and the ``selection*.py`` modules), interleaved in one process, and prints
+old / new per case; ``--static`` runs this engine with the accelerator path's fixed shapes.
 """
 
 from __future__ import annotations
@@ -156,7 +157,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=560)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--engine_baseline", help="another median_mad.py to time this engine against")
+    parser.add_argument("--engine_baseline", help="an earlier single-file median_mad.py to time this engine against")
     parser.add_argument("--static", action="store_true", help="this engine with fixed shapes (accelerator path)")
     args = parser.parse_args()
     if args.static:

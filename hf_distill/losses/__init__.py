@@ -1,6 +1,7 @@
-"""Distillation losses: median/MAD normalisation over HDN contexts and the cross-context terms (DESIGN.md §4).
+"""Distillation losses: median/MAD normalisation over HDN contexts and the cross-context terms (docs/method.md, Losses).
 
-normalize.py: strategies and the normalised L1; median_mad.py: the per-context statistics engine;
+normalize.py: strategies and the normalised L1; median_mad.py: the per-context statistics engine (value_keys.py:
+valid pixels and value buckets; selection.py, selection_cpu.py, selection_static.py: exact order statistics);
 contexts.py: the registry of HDN context families; distill.py: the terms and their weighted sum;
 config.py: the loss options (weights, normalisation, contexts), declared once.
 """

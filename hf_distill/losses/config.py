@@ -1,4 +1,4 @@
-"""The options of the distillation objective (DESIGN.md section 4), declared once.
+"""The options of the distillation objective (docs/method.md, Losses), declared once.
 
 ``DistillationLossConfig`` holds the weights, the normalisation and HDN contexts of the terms and the feature margin,
 with their help text, choices and validation. The training arguments inherit it (every field is a flag of

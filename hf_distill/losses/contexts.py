@@ -1,4 +1,4 @@
-"""The HDN context families (DESIGN.md §4): how an image splits into contexts at each hierarchy level.
+"""The HDN context families (docs/method.md, Losses): how an image splits into contexts at each hierarchy level.
 
 A family is one function ``(teacher, side) -> (B, H*W) int32`` giving every pixel its context at the finest
 level, plus one line in :data:`CONTEXT_FAMILIES` saying how its contexts nest (see

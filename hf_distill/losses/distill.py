@@ -1,4 +1,4 @@
-"""Cross-context distillation terms and their weighted sum (DESIGN.md §4).
+"""Cross-context distillation terms and their weighted sum (docs/method.md, Losses).
 
 All terms are pure functions of tensors; teacher inputs are treated as constant targets (detached) and
 every statistic is computed in float32, autocast or not.
@@ -198,11 +198,12 @@ def output_anchor_loss(student: Tensor, mask: Tensor | None = None) -> Tensor:
 
 
 class DistillationLoss(nn.Module):
-    """Weighted sum of the distillation terms (DESIGN.md §4).
+    """Weighted sum of the distillation terms (docs/method.md, Losses).
 
     ``lambda_sc * L_sc + lambda_lg * L_lg + lambda_feat * L_feat + lambda_grad * L_grad + lambda_hdn * L_hdn
-    + lambda_anchor * L_anchor`` where ``L_sc`` and ``L_lg`` use ``normalization`` / ``hdn_variant`` / ``hdn_levels`` and ``L_hdn`` is the
-    shared-context term with hybrid (HDN) normalisation over ``hdn_loss_variant`` / ``hdn_loss_levels``;
+    + lambda_anchor * L_anchor`` where ``L_sc`` and ``L_lg`` use ``normalization`` / ``hdn_variant`` /
+    ``hdn_levels`` and ``L_hdn`` is the shared-context term with hybrid (HDN) normalisation over
+    ``hdn_loss_variant`` / ``hdn_loss_levels``;
     ``L_anchor`` (``output_anchor_loss``) holds the student's raw output level and spread.
     Defaults are the paper's (sc 1.0, lg 0.5, feat 1.0, grad 2.0, hdn 0, anchor 0).
     """

@@ -6,21 +6,23 @@ rank ``(n - 1) // 2`` in ascending order) and ``mad`` the mean absolute deviatio
 splits into contexts at each HDN level is a :class:`ContextFamily` (the registry is ``losses/contexts.py``);
 this module never looks at a family's name.
 
-The statistics are exact but no map is sorted. Each valid pixel falls in one of ``2**bits`` value
-buckets of its image (blocks of the float's order-preserving integer key, see :class:`_Keyed`). Per
-(context, bucket) pixel counts and value sums locate the bucket holding each median and give the MAD in
-closed form; the pixels of the median buckets are narrowed down by histograms of their next key bits
-(radix selection) until the median is isolated. HDN contexts nest across levels, so the histograms are
-built once at the finest level and summed into the coarser ones, and per-pixel look-ups go through the
-pixel's finest context. Student and teacher go through every step together, stacked as 2B images, to
-halve the number of tensor operations; only the student's values carry a gradient, and the loss has a
-hand-written backward. Gradients equal those of the direct computation (torch.median passes its
-gradient to the median pixel).
+The statistics are exact but no map is sorted. Each valid pixel falls in one of ``2**bits`` value buckets of its
+image (blocks of the float's order-preserving integer key, ``losses/value_keys.py``). Per (context, bucket) pixel
+counts and value sums locate the bucket holding each median and give the MAD in closed form; the pixels of the
+median buckets are narrowed down by histograms of their next key bits (radix selection, ``losses/selection.py``)
+until the median is isolated. HDN contexts nest across levels, so the histograms are built once at the finest level
+and summed into the coarser ones, and per-pixel look-ups go through the pixel's finest context. Student and teacher
+go through every step together, stacked as 2B images, to halve the number of tensor operations; only the student's
+values carry a gradient, and the loss has a hand-written backward. The gradient is that of the direct computation
+with the median taken as one pixel's value: where several pixels tie at the median, the median's gradient goes to
+one of them (the first in pixel order). ``torch.median``'s backward splits it evenly across the tied pixels instead;
+both are valid subgradients, and they agree wherever the median is not tied.
 
 On accelerators (:data:`STATIC_SHAPES`) nothing here makes the host wait, without a mask: every shape is fixed by
-the input's shape, loops have fixed trip counts and no Python branch reads a tensor. On CPU, where the host is the
-device and such reads wait for nothing, the engine drops the pixels a selection pass has ruled out (keeping the
-later passes small) and skips passes and key transforms the data does not need.
+the input's shape, loops have fixed trip counts and no Python branch reads a tensor (``losses/selection_static.py``).
+On CPU, where the host is the device and such reads wait for nothing, the engine drops the pixels a selection pass
+has ruled out, keeping the later passes small (``losses/selection_cpu.py``), and skips passes and key transforms the
+data does not need.
 """
 
 from __future__ import annotations
@@ -31,14 +33,15 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from hf_distill.losses.selection import Selection, histogram
+from hf_distill.losses.selection_cpu import select_ranks_cpu
+from hf_distill.losses.selection_static import DUMP_CELLS, select_ranks_static
+from hf_distill.losses.value_keys import KeyedValues, ValidPixels, keyed_values, valid_pixels
+
 EPS = 1e-6
 
 _MAX_BUCKET_BITS = 12
 _HISTOGRAM_BUDGET_BITS = 22  # at most 2**22 (fine context, bucket) cells per histogram
-_REFINE_BITS = 8  # key bits resolved per radix-selection pass
-_REFINE_PASSES = 4  # int32 keys: a cell's key span < 2**32 shrinks below 2**24, 2**16, 2**8, then to one key
-
-_DUMP_CELLS = 256  # pairs outside the chosen cells are spread over this many dump cells (no single atomic hot spot)
 
 STATIC_SHAPES: bool | None = None
 """Whether intermediate shapes are fixed by the input's shape (no host synchronisation): None = on accelerators."""
@@ -48,132 +51,10 @@ def _static(device: torch.device) -> bool:
     return device.type != "cpu" if STATIC_SHAPES is None else STATIC_SHAPES
 
 
-def _count(index: Tensor, size: int, weights: Tensor | None = None) -> Tensor:
-    """(N,) int indices in [0, size) -> (size,) int64 occurrences, or sums of the (N,) float ``weights``.
-
-    ``bincount`` (the fastest on CPU) reads its input's range back to the host on CUDA.
-    """
-    if not _static(index.device):
-        return torch.bincount(index, weights=weights, minlength=size)
-    if weights is not None:
-        return weights.new_zeros(size).index_add_(0, index, weights)
-    index = index.long()
-    return torch.zeros(size, dtype=torch.long, device=index.device).scatter_add_(
-        0, index, torch.ones(1, dtype=torch.long, device=index.device).expand_as(index)
-    )
-
-@dataclass(frozen=True)
-class _Valid:
-    """The valid pixels of a batch, flattened in (image, row, column) order."""
-
-    index: Tensor | None  # (M,) int64 positions in the flattened batch; None when every pixel is valid
-    image: Tensor | None  # (M,) int64 image of each valid pixel; None when every pixel is valid
-    count: Tensor  # (B,) int64 valid pixels per image
-    mask: Tensor | None  # (B, H*W) bool
-    pixels: int  # H*W
-
-    def repeat(self, copies: int) -> _Valid:
-        """The valid pixels of ``copies`` stacked copies of the batch."""
-        if self.index is None:
-            return _Valid(None, None, self.count.repeat(copies), None, self.pixels)
-        batch = len(self.count)
-        index = torch.cat([self.index + i * batch * self.pixels for i in range(copies)])
-        image = torch.cat([self.image + i * batch for i in range(copies)])
-        return _Valid(index, image, self.count.repeat(copies), self.mask.repeat(copies, 1), self.pixels)
-
-    def take(self, x: Tensor) -> Tensor:
-        """(B, H*W) dense tensor (or any tensor of that many elements) -> (M,) values at the valid pixels."""
-        flat = x.reshape(-1)
-        return flat if self.index is None else flat.index_select(0, self.index)
-
-    def per_image_constant(self, values: Tensor) -> Tensor:
-        """(B,) per-image values -> (M,) the value of each valid pixel's image."""
-        if self.image is None:
-            return values[:, None].expand(-1, self.pixels).reshape(-1)
-        return values[self.image]
-
-    def scatter(self, values: Tensor, shape: torch.Size) -> Tensor:
-        """(M,) values -> dense tensor of ``shape`` holding zeros at invalid pixels."""
-        if self.index is None:
-            return values.reshape(shape)
-        return values.new_zeros(shape.numel()).index_copy(0, self.index, values).reshape(shape)
-
-    def per_image(self, values: Tensor) -> Tensor:
-        """(M,) values -> (B,) float64 sums per image."""
-        if self.image is None:
-            return values.reshape(len(self.count), -1).sum(1).double()
-        return values.new_zeros(len(self.count), dtype=torch.float64).index_add(0, self.image, values.double())
-
-
-def _valid_pixels(mask: Tensor | None, batch: int, pixels: int, device: torch.device) -> _Valid:
-    if mask is None:
-        return _Valid(None, None, torch.full((batch,), pixels, device=device), None, pixels)
-    flat = mask.reshape(batch, pixels)
-    index = flat.reshape(-1).nonzero().squeeze(1)
-    return _Valid(index, torch.div(index, pixels, rounding_mode="floor"), flat.sum(1), flat, pixels)
-
-
-def _order_keys(x: Tensor) -> Tensor:
-    """int32 keys ordered like the float32 values: negative floats get their magnitude bits flipped."""
-    bits = x.contiguous().view(torch.int32)
-    return bits ^ ((bits >> 31) & 0x7FFFFFFF)
-
-
-def _key_values(keys: Tensor) -> Tensor:
-    """Inverse of :func:`_order_keys`."""
-    return (keys ^ ((keys >> 31) & 0x7FFFFFFF)).view(torch.float32)
-
-
-@dataclass(frozen=True)
-class _Keyed:
-    """One map's valid values and their per-image value buckets.
-
-    Buckets are blocks of ``2**shift`` consecutive order keys (fewer than ``2**bits`` per image), so they
-    are non-decreasing in the value. The keys of values tiny next to the image's largest magnitude (below
-    2**-24 of it) are merged into one first, so that zeros or a few negative values do not spread the
-    buckets over the hundreds of binades around zero.
-    """
-
-    values: Tensor  # (M,) float32
-    bucket: Tensor  # (M,) int32, offset by the ``base`` of the pixel's image
-    base: Tensor  # (B,) int32
-    low: Tensor  # (B,) smallest valid value per image (0 for an image without valid pixels)
-    high: Tensor  # (B,) largest valid value per image
-
-
-def _key_range(keys: Tensor, valid: _Valid) -> tuple[Tensor, Tensor]:
-    """(B,) smallest and largest key over each image's valid pixels (0 for an image without any)."""
-    if valid.mask is None:
-        return keys.aminmax(dim=1)
-    info = torch.iinfo(torch.int32)
-    empty = valid.count == 0
-    kmin = keys.masked_fill(~valid.mask, info.max).amin(1).masked_fill(empty, 0)
-    kmax = keys.masked_fill(~valid.mask, info.min).amax(1).masked_fill(empty, 0)
-    return kmin, kmax
-
-
-def _keyed(x: Tensor, valid: _Valid, bits: int, base: Tensor) -> _Keyed:
-    """Buckets of the valid values of (B, H, W) maps, offset by ``base`` (B,) per image."""
-    batch = x.shape[0]
-    keys = x.detach().reshape(batch, -1).contiguous().view(torch.int32)
-    static = _static(x.device)
-    if static:  # the order keys of non-negative floats are their raw bits: skip the pass where that is free to see
-        keys = _order_keys(keys.view(torch.float32))
-    kmin, kmax = _key_range(keys, valid)
-    if not static and bool((kmin < 0).any()):
-        keys = _order_keys(keys.view(torch.float32))
-        kmin, kmax = _key_range(keys, valid)
-    low, high = _key_values(kmin), _key_values(kmax)
-    zone = _order_keys(torch.maximum(low.abs(), high.abs()) * 2.0**-24)
-    zone = torch.where(kmin < zone, zone, 0)[:, None]  # 0: a no-op below
-    if static or bool((zone > 0).any()):
-        keys = keys - keys.clamp(-zone, zone)
-        kmin, kmax = kmin - kmin.clamp(-zone[:, 0], zone[:, 0]), kmax - kmax.clamp(-zone[:, 0], zone[:, 0])
-    steps = torch.arange(33, device=x.device)
-    span = (kmax.long()[:, None] >> steps) - (kmin.long()[:, None] >> steps)
-    shift = (span >= (1 << bits)).sum(1).int()
-    bucket = (keys >> shift[:, None]) - ((kmin >> shift) - base)[:, None]
-    return _Keyed(valid.take(x), valid.take(bucket), base, low, high)
+def _select_ranks(values: Tensor, cell: Tensor, counts: Tensor, tree: _Tree, ranks: Tensor) -> Selection:
+    """The order statistics of :func:`~hf_distill.losses.selection_cpu.select_ranks_cpu`, on the device's path."""
+    select = select_ranks_static if _static(values.device) else select_ranks_cpu
+    return select(values, cell, counts, tree.parents, ranks)
 
 
 @dataclass(frozen=True)
@@ -181,8 +62,8 @@ class TeacherValues:
     """What a :class:`ContextFamily` sees of the teacher maps of a batch."""
 
     maps: Tensor  # (B, H, W) float32, no graph
-    keyed: _Keyed  # its values at the valid pixels, with their value buckets
-    valid: _Valid  # the valid pixels
+    keyed: KeyedValues  # its values at the valid pixels, with their value buckets
+    valid: ValidPixels  # the valid pixels
     bits: int  # value buckets per image: 2**bits
 
     @property
@@ -205,7 +86,7 @@ class TeacherValues:
             return torch.zeros(batch, bins - 1, device=device)
         local = torch.arange(batch, device=device, dtype=torch.int32) * nb - keyed.base
         cell = valid.per_image_constant(local) + keyed.bucket
-        counts = _count(cell, batch * nb).reshape(batch, nb)
+        counts = histogram(cell, batch * nb, static=_static(device)).reshape(batch, nb)
         # torch.quantile's rank q * (n - 1) is exact in float32 here since q = i / bins is dyadic.
         scaled = torch.arange(1, bins, device=device)[None, :] * (valid.count[:, None] - 1).clamp(min=0)
         below = torch.div(scaled, bins, rounding_mode="floor")
@@ -258,7 +139,7 @@ class _Tree:
         """(F, ...) per-fine-context sums -> (G, ...) sums over the fine contexts of each group."""
         table = fine_table.new_zeros(self.groups, *fine_table.shape[1:])
         for level in range(self.parents.shape[1]):
-            table = table.index_add(0, self.parents[:, level], fine_table)
+            table.index_add_(0, self.parents[:, level], fine_table)
         return table
 
     def repeat(self, copies: int) -> _Tree:
@@ -287,95 +168,6 @@ def _context_tree(axes: int, fine_level: int, levels: list[int], batch: int, dev
     parents = torch.stack(columns, 1)  # (C_fine, L)
     images = torch.arange(batch, device=device)
     return _Tree((images[:, None, None] * c_all + parents).reshape(batch * len(fine), -1), batch * c_all)
-
-
-@dataclass(frozen=True)
-class _Selection:
-    pixel: Tensor  # (Q,) index of a pixel holding each queried rank (-1 for a query on an empty group)
-    bucket: Tensor  # (Q,) its bucket
-    pair_group: Tensor  # (P,) group of every (pixel, group) pair in a queried (group, bucket); >= G: no pair
-    pair_pixel: Tensor  # (P,) int64
-
-
-def _first_query(chosen: Tensor, size: int) -> Tensor:
-    """(size,) table: the smallest of the Q queries that chose each cell (``chosen``: (Q,) cells), Q where none did."""
-    queries = len(chosen)
-    table = torch.full((size,), queries, dtype=torch.long, device=chosen.device)
-    return table.scatter_reduce_(0, chosen, torch.arange(queries, device=chosen.device), "amin")
-
-
-def _select_ranks(values: Tensor, cell: Tensor, counts: Tensor, tree: _Tree, ranks: Tensor) -> _Selection:
-    """Exact order statistics: a pixel holding the 0-based ascending rank ``ranks[g, j]`` of every group g.
-
-    values: (M,) pixel values; cell: (M,) int32 fine context * nb + bucket, buckets non-decreasing in the
-    value; counts: (G, nb) int64 pixels per (group, bucket); ranks: (G, k). Queries are numbered group by group
-    (Q = G * k); a query on an empty group returns pixel -1.
-    """
-    groups, nb = counts.shape
-    bits = nb.bit_length() - 1
-    static = _static(values.device)
-    device = values.device
-    queries = ranks.numel()
-    cum = counts.cumsum(1)
-    q_bucket = torch.searchsorted(cum, ranks, right=True).clamp_(max=nb - 1)  # (G, k)
-    q_flat = (torch.arange(groups, device=device)[:, None] * nb + q_bucket).reshape(-1)
-    q_bucket = q_bucket.reshape(-1)
-    q_rank = ranks.reshape(-1) - (cum.reshape(-1)[q_flat] - counts.reshape(-1)[q_flat])
-    cell_id = _first_query(q_flat, groups * nb)  # (group, bucket) -> chosen cell id (a query), Q: not chosen
-    q_cell = cell_id[q_flat]
-
-    # Pixels in a chosen (group, bucket): mark the (fine context, bucket) cells below it, then pair up.
-    fine_count, levels = tree.parents.shape
-    if static:  # every pixel and level: a pair outside the chosen cells goes to the dump cell Q
-        candidate = torch.arange(len(cell), device=device)
-        cand_cell = cell.long()
-    else:
-        marked = torch.zeros(fine_count, nb, dtype=torch.bool, device=device)
-        chosen_buckets = q_bucket.view(groups, -1)
-        for level in range(levels):
-            marked.scatter_(1, chosen_buckets[tree.parents[:, level]], True)
-        candidate = marked.view(-1).index_select(0, cell).nonzero().squeeze(1)
-        cand_cell = cell.index_select(0, candidate).long()
-    cand_groups = tree.parents[cand_cell >> bits]  # (C, L)
-    cand_ids = cell_id[cand_groups * nb + (cand_cell & (nb - 1))[:, None]]  # (C, L)
-    if static:
-        pair_cand = torch.arange(len(candidate), device=device)[:, None].expand(-1, levels).reshape(-1)
-        spread = torch.arange(len(pair_cand), device=device) & (_DUMP_CELLS - 1)
-        ids, pair_group = cand_ids.reshape(-1), cand_groups.reshape(-1)
-        pair_group = torch.where(ids < queries, pair_group, groups + spread)
-        ids = torch.where(ids < queries, ids, queries + spread)
-    else:
-        pair_cand, pair_level = (cand_ids < queries).nonzero(as_tuple=True)
-        ids, pair_group = cand_ids[pair_cand, pair_level], cand_groups[pair_cand, pair_level]
-    pair_pixel = candidate[pair_cand]
-
-    # Radix selection: split each chosen cell's key range into 2**_REFINE_BITS parts until one key is left.
-    keys = _order_keys(values.detach()[pair_pixel]).long()
-    pixels, cells = pair_pixel, queries + (_DUMP_CELLS if static else 1)  # cell ids: queries, then dump cells
-    steps = torch.arange(34, device=device)
-    for _ in range(_REFINE_PASSES):
-        low = keys.new_zeros(cells).scatter_reduce(0, ids, keys, "amin", include_self=False)
-        span = keys.new_zeros(cells).scatter_reduce(0, ids, keys, "amax", include_self=False) - low
-        if not static and not bool((span > 0).any()):  # every chosen cell holds one key
-            break
-        shift = ((span[:, None] >> steps) >= (1 << _REFINE_BITS)).sum(1)
-        sub = (ids << _REFINE_BITS) + ((keys - low[ids]) >> shift[ids])
-        sub_counts = _count(sub, cells << _REFINE_BITS).reshape(cells, -1)
-        sub_cum = sub_counts.cumsum(1)
-        digit = torch.searchsorted(sub_cum[q_cell], q_rank[:, None], right=True)[:, 0]
-        digit.clamp_(max=(1 << _REFINE_BITS) - 1)
-        q_flat = (q_cell << _REFINE_BITS) + digit
-        q_rank = q_rank - (sub_cum.reshape(-1)[q_flat] - sub_counts.reshape(-1)[q_flat])
-        sub_id = _first_query(q_flat, cells << _REFINE_BITS)
-        q_cell, ids = sub_id[q_flat], sub_id[sub]
-        if static:
-            ids = torch.where(ids < queries, ids, queries + spread)
-        else:
-            keep = (ids < queries).nonzero().squeeze(1)
-            ids, keys, pixels = ids[keep], keys[keep], pixels[keep]
-    first = torch.full((cells,), -1, dtype=torch.long, device=device)
-    first = first.scatter_reduce(0, ids, pixels, "amin", include_self=False)
-    return _Selection(first[q_cell], q_bucket, pair_group, pair_pixel)
 
 
 @dataclass(frozen=True)
@@ -431,7 +223,7 @@ class _Contexts:
             per_fine = values.sum(1)
             parents = parents[:: len(parents) // len(per_fine)]
         else:
-            per_fine = _count(self.fine, len(parents), values.reshape(-1))
+            per_fine = histogram(self.fine, len(parents), values.reshape(-1), _static(values.device))
         return per_fine.new_zeros(self.tree.groups).index_add(0, parents, per_fine)
 
 
@@ -472,7 +264,7 @@ def _median_mad(
         return values.new_zeros(tree.groups), values.new_zeros(tree.groups)
     fine_count = tree.parents.shape[0]
     cell = contexts.cells(bucket)
-    counts = tree.to_groups(_count(cell, fine_count * nb).reshape(-1, nb))
+    counts = tree.to_groups(histogram(cell, fine_count * nb, static=_static(values.device)).reshape(-1, nb))
     sums = tree.to_groups(_CellSums.apply(student_values, values, cell, fine_count * nb).reshape(-1, nb))
     count = counts.sum(1)
     rank = torch.div(count - 1, 2, rounding_mode="floor").clamp_(min=0)
@@ -488,7 +280,7 @@ def _median_mad(
     sum_below = sum_through - sums.gather(1, at)[:, 0]
     above = (cum_sums[:, -1] - sum_through) - median64 * (count - count_through)
     below = median64 * count_below - sum_below
-    median64 = torch.cat([median64, median64.new_zeros(_DUMP_CELLS)])  # the dump groups of the static pairs
+    median64 = torch.cat([median64, median64.new_zeros(DUMP_CELLS)])  # the dump groups of the static pairs
     inside = _pick(student_values, values, selection.pair_pixel).double() - median64[selection.pair_group]
     inside = median64.new_zeros(len(median64)).index_add(0, selection.pair_group, inside.abs())[: tree.groups]
     mad = (above + below + inside) / count.clamp(min=1)
@@ -510,7 +302,7 @@ class ContextStatistics:
     contexts: _Contexts
     median: Tensor  # (G,)
     scale: Tensor  # (G,)
-    valid: _Valid  # the valid pixels of one map
+    valid: ValidPixels  # the valid pixels of one map
 
     @property
     def levels(self) -> int:
@@ -535,7 +327,7 @@ def context_statistics(
     """
     batch, height, width = student.shape
     device = student.device
-    valid = _valid_pixels(mask, batch, height * width, device)
+    valid = valid_pixels(mask, batch, height * width, device)
     both = valid.repeat(2)
     fine_level = max(levels)
     if fine_level == 0:
@@ -544,10 +336,10 @@ def context_statistics(
     c_fine = tree.parents.shape[0] // batch
     bits = _bucket_bits(2 * batch * c_fine)
     images = torch.arange(2 * batch, device=device, dtype=torch.int32)
-    keyed = _keyed(torch.cat([student.detach(), teacher]), both, bits, images * (c_fine << bits))
+    keyed = keyed_values(torch.cat([student.detach(), teacher]), both, bits, images * (c_fine << bits), _static(device))
     with torch.no_grad():
         parts = (keyed.values, keyed.bucket, keyed.base, keyed.low, keyed.high)
-        teacher_keyed = _Keyed(*(_halves(part)[1] for part in parts))
+        teacher_keyed = KeyedValues(*(_halves(part)[1] for part in parts))
         side = 1 << fine_level
         context = family.fine_contexts(TeacherValues(teacher, teacher_keyed, valid, bits), side)
     layout = table_layout = None

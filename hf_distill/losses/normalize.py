@@ -1,4 +1,4 @@
-"""Depth normalisation strategies and the normalised L1 distance ``L_Dis`` (DESIGN.md §4).
+"""Depth normalisation strategies and the normalised L1 distance ``L_Dis`` (docs/method.md, Losses).
 
 Maps are ``(B, H, W)``, normalised per context as ``(d - median) / (mad + 1e-6)`` (``losses/median_mad.py``).
 Strategies: ``none``, ``global`` (one context per image), ``local`` (the finest HDN level only), ``hybrid`` (HDN
