@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from hf_distill.losses.contexts import CONTEXT_FAMILIES, HDN_VARIANTS
-from hf_distill.losses.normalize import MAX_HDN_LEVELS, NORMALIZATIONS
+from hf_distill.losses.normalize import NORMALIZATIONS, check_levels
 from hf_distill.options import check_choice
 
 _FAMILIES_HELP = "; ".join(f"{name}: {family.help}" for name, family in CONTEXT_FAMILIES.items())
@@ -63,9 +63,8 @@ class DistillationLossConfig:
         check_choice("--normalization", self.normalization, NORMALIZATIONS)
         check_choice("--hdn_variant", self.hdn_variant, HDN_VARIANTS)
         check_choice("--hdn_loss_variant", self.hdn_loss_variant, HDN_VARIANTS)
-        for flag, levels in (("--hdn_levels", self.hdn_levels), ("--hdn_loss_levels", self.hdn_loss_levels)):
-            if isinstance(levels, bool) or not isinstance(levels, int) or not 1 <= levels <= MAX_HDN_LEVELS:
-                raise ValueError(f"{flag} must be an integer in [1, {MAX_HDN_LEVELS}], got {levels!r}.")
+        check_levels(self.hdn_levels, "--hdn_levels")
+        check_levels(self.hdn_loss_levels, "--hdn_loss_levels")
         for name in ("lambda_sc", "lambda_lg", "lambda_feat", "lambda_grad", "lambda_hdn", "lambda_anchor"):
             value = getattr(self, name)
             if not math.isfinite(value) or value < 0:

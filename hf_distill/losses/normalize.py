@@ -21,6 +21,7 @@ __all__ = [
     "HDN_VARIANTS",
     "MAX_HDN_LEVELS",
     "NORMALIZATIONS",
+    "check_levels",
     "check_maps",
     "check_options",
     "fp32",
@@ -37,8 +38,13 @@ def check_options(normalization: str, hdn_variant: str, hdn_levels: int) -> None
         raise ValueError(f"normalization={normalization!r} is not one of {NORMALIZATIONS} (flag --normalization)")
     if hdn_variant not in CONTEXT_FAMILIES:
         raise ValueError(f"hdn_variant={hdn_variant!r} is not one of {tuple(CONTEXT_FAMILIES)}")
-    if isinstance(hdn_levels, bool) or not isinstance(hdn_levels, int) or not 1 <= hdn_levels <= MAX_HDN_LEVELS:
-        raise ValueError(f"hdn_levels={hdn_levels!r} must be an integer in [1, {MAX_HDN_LEVELS}]")
+    check_levels(hdn_levels, "hdn_levels")
+
+
+def check_levels(levels: int, name: str) -> None:
+    """Raise ValueError naming ``name`` unless ``levels`` is an integer hierarchy depth in [1, MAX_HDN_LEVELS]."""
+    if isinstance(levels, bool) or not isinstance(levels, int) or not 1 <= levels <= MAX_HDN_LEVELS:
+        raise ValueError(f"{name} must be an integer in [1, {MAX_HDN_LEVELS}], got {levels!r}.")
 
 
 def check_maps(student: Tensor, teacher: Tensor, mask: Tensor | None) -> Tensor | None:
