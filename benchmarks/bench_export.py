@@ -12,7 +12,9 @@ the order rotating every round), with ``--threads`` intra-op threads for both ru
 parameters, GFLOPs (``FlopCounterMode``, a multiply-add counts 2), the median latency of each runtime, the ratios
 ``onnx_fp32/pytorch`` and ``onnx_int8/pytorch`` (goal: at most 1.0 and 0.8), the largest float32 difference
 (relative to the map's largest value) and the int8 model's abs_rel change on 8 held-out generated scenes
-(``measure_quantization``). Random weights are those of ``--student_init random``: a head calibrated on
+(``measure_quantization``). With ``--threads 1`` the CPU time of each call (``time.process_time``) is printed too:
+on a machine that other processes share, it leaves out the time they held the core (with several threads it would
+count threads spinning while they wait). Random weights are those of ``--student_init random``: a head calibrated on
 generated scenes, so that the maps vary. ``--profile`` adds onnxruntime's time per operator type and PyTorch's per
 aten operator.
 """
@@ -106,19 +108,26 @@ def bench_model(name: str, args: argparse.Namespace, folder: Path) -> dict:
     outputs = {backend: call(backend) for backend in BACKENDS}  # warm-up, and the outputs compared below
     scale = float(np.abs(outputs["pytorch"]).max())
     times: dict[str, list[float]] = {backend: [] for backend in BACKENDS}
+    cpu_times: dict[str, list[float]] = {backend: [] for backend in BACKENDS}
     for round_ in range(args.repeats):
         for i in range(len(BACKENDS)):
             backend = BACKENDS[(round_ + i) % len(BACKENDS)]
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), time.process_time()
             call(backend)
             times[backend].append((time.perf_counter() - start) * 1e3)
+            cpu_times[backend].append((time.process_time() - cpu_start) * 1e3)
     median = {backend: float(np.median(times[backend])) for backend in BACKENDS}
+    cpu = {backend: float(np.median(cpu_times[backend])) for backend in BACKENDS}
     row = {
         "model": name,
         "parameters": count_parameters(model),
         "gflops": count_flops(model, tensor) / 1e9,
         "latency_ms": median,
         "times_ms": times,
+        "cpu_ms": cpu,
+        "cpu_times_ms": cpu_times,
+        "fp32_over_pytorch_cpu": cpu["onnx_fp32"] / cpu["pytorch"],
+        "int8_over_pytorch_cpu": cpu["onnx_int8"] / cpu["pytorch"],
         "fp32_over_pytorch": median["onnx_fp32"] / median["pytorch"],
         "int8_over_pytorch": median["onnx_int8"] / median["pytorch"],
         "fp32_max_rel_diff": float(np.abs(outputs["onnx_fp32"] - outputs["pytorch"]).max()) / scale,
@@ -146,6 +155,14 @@ def format_table(rows: list[dict], args: argparse.Namespace) -> str:
             f"{ms['onnx_fp32']:.0f} | {ms['onnx_int8']:.0f} | **{r['fp32_over_pytorch']:.2f}** | "
             f"**{r['int8_over_pytorch']:.2f}** | {r['fp32_max_rel_diff']:.1e} | {r['int8_abs_rel_change']:+.4f} | "
             f"{r['file_mb']['fp32']:.0f} / {r['file_mb']['int8']:.0f} |")
+    if args.threads == 1:
+        lines.append("CPU time per call (process time: what the call computed, without the time other processes held "
+                     "the core):")
+        for r in rows:
+            cpu = r["cpu_ms"]
+            lines.append(f"{r['model']}: PyTorch {cpu['pytorch']:.0f} ms, fp32 {cpu['onnx_fp32']:.0f} ms "
+                         f"({r['fp32_over_pytorch_cpu']:.2f}x), int8 {cpu['onnx_int8']:.0f} ms "
+                         f"({r['int8_over_pytorch_cpu']:.2f}x)")
     for r in rows:
         for backend, operators in r.get("operators_ms", {}).items():
             top = ", ".join(f"{op} {ms:.0f}" for op, ms in list(operators.items())[:8])
