@@ -55,7 +55,7 @@ logger = logging.getLogger(__name__)
 QUANTIZED_FILE = "model_quantized.onnx"
 INPUT_NAME = "pixel_values"
 OUTPUT_NAME = "predicted_depth"
-ATTENTION_OPSET = 23  # the first opset with the standard Attention operator (onnxruntime >= 1.23)
+ATTENTION_OPSET = 23  # the standard Attention operator: onnx >= 1.18, onnxruntime >= 1.23 (the onnx extra's pins)
 OPSET = ATTENTION_OPSET
 # A real photograph: "Coffee cup" by Rachel Michetti, CC0 (scikit-image's data; see assets/examples/README.md).
 # Held-out generated scenes: seeds 0, 1, ... as the demo's held-out evaluation (training scenes use other seeds).
