@@ -12,6 +12,13 @@ transformers' depth head sizes its last interpolation with ``int(patch_height * 
 record as the example's constant (the TorchScript exporter with a warning, ``torch.export`` silently), so every
 other input size would come out at the example's size. ``OnnxDepthModel`` runs the same modules with that size
 taken from the input's shape.
+
+Attention: at the default opset (23) the encoder's scaled-dot-product attention is exported as the standard ONNX
+``Attention`` operator, which onnxruntime's CPU kernel runs fused and which onnxruntime-web (the runtime of
+transformers.js) runs too; one graph, ``onnx/model.onnx``, serves both, with no slower portable copy beside it. At
+an older ``opset`` (for runtimes before onnxruntime 1.23) the encoder is exported with transformers' eager attention
+(MatMul, Softmax, MatMul): the exporter's decomposition of SDPA wraps every softmax in an ``IsNaN``/``Where`` guard
+against fully masked rows, which cost 40% of the CPU time although this encoder has no mask.
 """
 
 from __future__ import annotations
@@ -49,7 +56,8 @@ logger = logging.getLogger(__name__)
 QUANTIZED_FILE = "model_quantized.onnx"
 INPUT_NAME = "pixel_values"
 OUTPUT_NAME = "predicted_depth"
-OPSET = 18
+ATTENTION_OPSET = 23  # the standard Attention operator: onnx >= 1.18, onnxruntime >= 1.23 (the onnx extra's pins)
+OPSET = ATTENTION_OPSET
 # A real photograph: "Coffee cup" by Rachel Michetti, CC0 (scikit-image's data; see assets/examples/README.md).
 # Held-out generated scenes: seeds 0, 1, ... as the demo's held-out evaluation (training scenes use other seeds).
 # (height, width, batch): three sizes, two batch sizes, non-square both ways.
@@ -109,12 +117,24 @@ def export_onnx(model: DepthAnythingForDepthEstimation, path: str | Path, *, ops
                                    3: patch * dim("patch_columns", min=2, max=4096)}}
     size = sum(p.numel() * p.element_size() for p in model.parameters())
     wrapper = OnnxDepthModel(model).eval()
-    with torch.no_grad():
-        torch.onnx.export(
-            wrapper, (example,), str(path), dynamo=True, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-            dynamic_shapes=dynamic_shapes, opset_version=opset, external_data=size > 1.8e9, verbose=False,
-        )
+    backbone = model.backbone
+    previous = backbone.config._attn_implementation
+    backbone.set_attn_implementation(attention_implementation(opset))
+    try:
+        with torch.no_grad():
+            torch.onnx.export(
+                wrapper, (example,), str(path), dynamo=True, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                dynamic_shapes=dynamic_shapes, opset_version=opset, external_data=size > 1.8e9, verbose=False,
+            )
+    finally:
+        backbone.set_attn_implementation(previous)
     return path
+
+
+def attention_implementation(opset: int) -> str:
+    """The encoder's attention implementation exported at ``opset``: "sdpa" (one ``Attention`` node per layer) from
+    opset 23 on, else "eager" (MatMul, Softmax, MatMul without the exporter's NaN guard; see the module docstring)."""
+    return "sdpa" if opset >= ATTENTION_OPSET else "eager"
 
 
 def onnx_session(path: str | Path) -> onnxruntime.InferenceSession:
@@ -410,7 +430,9 @@ class ExportArguments:
     metric_tolerance: float = field(default=DEFAULT_METRIC_TOLERANCE, metadata={
         "help": "Largest |abs_rel(onnx) - abs_rel(torch)| accepted on the generated scenes, beyond twice the change "
                 "that noise of the measured difference's size causes."})
-    opset: int = field(default=OPSET, metadata={"help": "ONNX opset."})
+    opset: int = field(default=OPSET, metadata={
+        "help": f"ONNX opset. From {ATTENTION_OPSET} on, attention is one standard Attention node per layer (fast on "
+                "onnxruntime's CPU, run by onnxruntime-web too); below it, MatMul/Softmax/MatMul for older runtimes."})
     push_to_hub: bool = field(default=False, metadata={
         "help": "Upload the student with onnx/ (and its card) to --hub_model_id."})
     hub_model_id: str | None = field(default=None, metadata={"help": "Repository to push to."})

@@ -6,6 +6,10 @@
 
 The export is kept only when onnxruntime reproduces PyTorch on a photograph and on held-out generated scenes at
 several sizes (the table is printed); otherwise the script exits with status 1 and says why.
+
+onnx/model.onnx is one graph for onnxruntime on the CPU and for onnxruntime-web (transformers.js): at the default
+opset 23 each encoder layer's attention is one standard Attention node. --opset 18 writes MatMul/Softmax/MatMul
+attention for runtimes older than onnxruntime 1.23.
 """
 
 from __future__ import annotations

@@ -121,6 +121,38 @@ def test_onnx_model_has_dynamic_batch_height_width_and_runs_them(exported):
         assert np.ptp(expected) > 1e-3  # maps that vary: a constant map would hide a wrong graph
 
 
+def test_attention_is_exported_as_one_standard_attention_node_per_layer(exported):
+    """Opset 23: each encoder layer's attention reaches onnxruntime as one ``Attention`` node (no MatMul/Softmax
+    decomposition and no IsNaN/Where guard around it), in the float and in the int8 model."""
+    folder, result = exported
+    layers = DepthAnythingForDepthEstimation.from_pretrained(folder).config.backbone_config.num_hidden_layers
+    for path in (result.path, result.quantization.path):
+        model = onnx.load(path)
+        assert {o.domain: o.version for o in model.opset_import}[""] == export.OPSET == 23
+        ops = [node.op_type for node in model.graph.node]
+        assert ops.count("Attention") == layers == 4
+        assert "Softmax" not in ops and "IsNaN" not in ops
+        assert all(node.domain in ("", "ai.onnx") for node in model.graph.node if node.op_type == "Attention")
+
+
+def test_older_opset_exports_eager_attention_without_the_nan_guard(tmp_path):
+    """Below opset 23 the encoder is exported with eager attention: one Softmax per layer, no IsNaN/Where guard,
+    and the same maps as PyTorch (whose own SDPA attention is restored after the export)."""
+    model = varied_student(seed=2)
+    assert model.backbone.config._attn_implementation == "sdpa"
+    path = export.export_onnx(model, tmp_path / "model.onnx", opset=18)
+    assert model.backbone.config._attn_implementation == "sdpa"
+    graph = onnx.load(path).graph
+    ops = [node.op_type for node in graph.node]
+    assert ops.count("Softmax") == 4 and "Attention" not in ops and "IsNaN" not in ops
+    x = np.random.default_rng(1).standard_normal((2, 3, 70, 56), dtype=np.float32)
+    with torch.no_grad():
+        expected = model(pixel_values=torch.from_numpy(x)).predicted_depth.numpy()
+    np.testing.assert_allclose(export.run_onnx(export.onnx_session(path), x), expected, rtol=0,
+                               atol=export.DEFAULT_TOLERANCE * np.abs(expected).max())
+    assert export.attention_implementation(18) == "eager" and export.attention_implementation(23) == "sdpa"
+
+
 def test_export_is_verified_on_a_photograph_and_held_out_scenes(exported):
     folder, result = exported
     report = result.verification
