@@ -4,6 +4,7 @@
     python -m benchmarks.mechanisms --student network  # the demo network student: 13 setups x 5 seeds (about 23 min)
     python -m benchmarks.mechanisms --quick            # every setup, 1 seed, 2 steps (the test suite runs it)
     python -m benchmarks.mechanisms --output_dir DIR --seeds 5 --steps 150 --workers 2
+    python -m benchmarks.mechanisms --student network --only exact --seeds 1 --extra_flags "--global_crop_size 224"
 
 Every run is the demo recipe (`--config demo`, generated 224x224 scenes, regions of 112 to 224 pixels, as
 `benchmarks/ablation.py`) with an oracle teacher (`hf_distill.oracle`: the exact disparity of each view, degraded by
@@ -30,6 +31,7 @@ import json
 import math
 import os
 import platform
+import shlex
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -399,8 +401,19 @@ def main() -> None:
     parser.add_argument("--num_eval_scenes", type=int, default=24, help="network student's held-out scenes")
     parser.add_argument("--workers", type=int, default=2, help="runs in parallel (one thread each)")
     parser.add_argument("--quick", action="store_true", help="every setup, 1 seed, 2 steps at batch 2, 4 scenes")
+    parser.add_argument("--only", nargs="+", default=None, metavar="SETUP",
+                        help="run only these setups of the grid (e.g. exact); predictions lacking a setup are untested")
+    parser.add_argument("--extra_flags", default="", metavar="'FLAGS'",
+                        help="training flags added to every run, in one quoted string (e.g. \"--global_crop_size 224\"); "
+                             "they win over the demo's flags")
     args = parser.parse_args()
     student, grid = args.student, GRIDS[args.student]
+    if args.only:
+        unknown = sorted(set(args.only) - {setup.name for setup in grid})
+        if unknown:
+            parser.error(f"--only: unknown setups {unknown}; {student} setups: {[setup.name for setup in grid]}")
+        grid = [setup for setup in grid if setup.name in args.only]
+    extra = tuple(shlex.split(args.extra_flags))
     output_dir = args.output_dir or Path("output/mechanisms") / student
     seeds, num_eval = args.seeds, args.num_eval_scenes
     steps = args.steps or (FREE_MAP_STEPS if student == "free_map" else 200)
@@ -411,6 +424,7 @@ def main() -> None:
         seeds, steps = 1, 2
         if student == "network":
             num_eval, common = 4, ("--per_device_train_batch_size", "2", "--num_generated_scenes", "8")
+    common = (*common, *extra)
     output_dir.mkdir(parents=True, exist_ok=True)
     workdir = output_dir / "runs"
 
@@ -446,7 +460,7 @@ def main() -> None:
                   f"{r['wall_time_s']:.0f} s", flush=True)
     wall = time.perf_counter() - started
 
-    specs = dict.fromkeys([*(t for s in grid for t in s.teachers), *LADDER])
+    specs = dict.fromkeys([*(t for s in GRIDS[student] for t in s.teachers), *LADDER])  # all: the chart names them
     teachers = {spec: score_teacher(spec, student, num_eval) for spec in specs}
     predictions = judge(runs, teachers, student)
     floor = floor_report(runs, teachers)

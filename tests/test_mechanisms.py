@@ -191,3 +191,23 @@ def test_quick_mechanisms_bench_writes_json_table_and_chart(tmp_path, student):
     again = subprocess.run(bench, capture_output=True, text=True, timeout=900, cwd=ROOT)
     assert again.returncode == 0 and f"{len(grid)} runs reused" in again.stdout, again.stderr[-4000:]
     assert json.loads((tmp_path / "mechanisms.json").read_text())["runs"] == report["runs"]
+
+
+@pytest.mark.slow
+def test_only_and_extra_flags_run_one_setup_with_another_student(tmp_path):
+    student = "benchmarks/students/demo-student-patch7"
+    bench = [sys.executable, "-m", "benchmarks.mechanisms", "--quick", "--student", "network", "--output_dir",
+             str(tmp_path), "--only", "exact", "--extra_flags", f"--student_arch {student}"]
+    result = subprocess.run(bench, capture_output=True, text=True, timeout=900, cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-4000:]
+    report = json.loads((tmp_path / "mechanisms.json").read_text())
+    assert [r["config"] for r in report["runs"]] == ["exact"] and report["predictions"] == []
+    assert report["settings"]["common"][-2:] == ["--student_arch", student]
+    assert report["floor"]["equivalent_teacher"] in _mechanisms_module().LADDER
+    from safetensors import safe_open
+
+    with safe_open(str(tmp_path / "runs" / "network_exact_seed0" / "student_final.safetensors"), "pt") as saved:
+        kernel = saved.get_slice("backbone.embeddings.patch_embeddings.projection.weight").get_shape()
+    assert kernel == [48, 3, 7, 7]  # the flag reached the trainer: the demo student's 48 channels, 7-pixel patches
+    wrong = subprocess.run([*bench[:-4], "--only", "exakt"], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert wrong.returncode == 2 and "unknown setups ['exakt']" in wrong.stderr
