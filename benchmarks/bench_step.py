@@ -31,7 +31,7 @@ import torch
 from transformers import DepthAnythingForDepthEstimation
 
 from hf_distill.data import collate_views
-from hf_distill.models import default_image_processor, depth_config
+from hf_distill.models import default_image_processor, depth_config, start_fresh_decoder
 from hf_distill.testing import write_image_folder
 from hf_distill.training.cli import parse_distill_args
 from hf_distill.training.run import build_trainer
@@ -62,13 +62,20 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--bf16", action="store_true")
+    parser.add_argument("--seed", type=int, default=0, help="draw of the random teacher and student weights")
     args = parser.parse_args()
     device = torch.device(args.device)
 
+    # Random weights, drawn once per --seed: the loss's cost depends on the teacher's map (ties in it are what the
+    # median's bucket selection cannot split), so a draw is part of the measurement. A raw random decoder outputs a
+    # near-constant map full of exact zeros, unlike any trained teacher: the teacher's decoder gets the fresh start
+    # that --student_init random gives a student (He weights, output level and spread set on generated scenes).
+    torch.manual_seed(args.seed)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         for role, size in (("teacher", args.teacher), ("student", args.student)):
-            DepthAnythingForDepthEstimation(depth_config(f"depthanything-{size}")).save_pretrained(root / role)
+            model = DepthAnythingForDepthEstimation(depth_config(f"depthanything-{size}"))
+            (start_fresh_decoder(model) if role == "teacher" else model).save_pretrained(root / role)
             default_image_processor().save_pretrained(root / role)
         data = write_image_folder(root / "images", num_images=2 * args.batch_size, size=(480, 640), seed=0)
         argv = [
@@ -142,7 +149,7 @@ def main() -> None:
         figures["bare"] = timed(bare, args.repeats, device)
         figures["seed"] = timed(seed_structure, args.repeats, device)
 
-    print(f"teacher={args.teacher} student={args.student} size={args.size} batch={args.batch_size} "
+    print(f"teacher={args.teacher} student={args.student} seed={args.seed} size={args.size} batch={args.batch_size} "
           f"patches={local_views.shape[1]} device={device} threads={torch.get_num_threads()}")
     for name, seconds in figures.items():
         print(f"{name:>10}: {seconds * 1000:9.1f} ms")
