@@ -59,8 +59,12 @@ def main(argv: list[str]) -> int:
     except (ValueError, FileNotFoundError, OSError, NonFiniteLossError) as error:
         print(f"distill.py: error: {error}", file=sys.stderr)
         return 2
-    # Destroys the process group: a gloo group left to interpreter shutdown can abort a rank after training.
-    PartialState().destroy_process_group()
+    # Destroys the process group: a gloo group left to interpreter shutdown can abort a rank after training. Every
+    # rank waits for the others first: a rank that tears its group down while the main process still writes the
+    # student and its card can abort ("terminate called without an active exception").
+    state = PartialState()
+    state.wait_for_everyone()
+    state.destroy_process_group()
     return 0
 
 
