@@ -1,6 +1,6 @@
 """The paper's ablations (Tables 1 and 2, auxiliary terms, student size) at toy scale, on CPU.
 
-    python -m benchmarks.ablation                          # the whole grid, 3 seeds (about an hour on 2 cores)
+    python -m benchmarks.ablation                          # the whole grid, 3 seeds (about 35 minutes on 2 cores)
     python -m benchmarks.ablation --quick                  # 2 configurations, 1 seed, a few steps (under a minute)
     python -m benchmarks.ablation --output_dir DIR --seeds 5 --steps 400 --workers 2
 
