@@ -155,3 +155,17 @@ def test_max_samples_and_select(fixtures):
     assert len(samples) == 1
     both = load_benchmark("nyu", root, split)
     assert both.select([1])[0].name == both[1].name != both[0].name
+
+
+def test_split_comments_and_blank_lines_are_skipped_and_errors_keep_the_file_line(fixtures, tmp_path):
+    root, split = fixtures["diode"]
+    first, second = split.read_text().splitlines()[:2]
+    listing = tmp_path / "list.txt"
+    listing.write_text(f"# DIODE, two samples\n\n{first}\n   # indented comment\n{second}\n")
+    samples = load_benchmark("diode", root, listing)
+    assert [s.name for s in samples] == [first.split()[0], second.split()[0]]
+    listing.write_text(f"# header\n\n{first}\n{second.rsplit(' ', 1)[0]}\n")
+    with pytest.raises(ValueError, match=r"list\.txt:4: expected 3 relative paths"):
+        load_benchmark("diode", root, listing)
+    with pytest.raises(FileNotFoundError, match=r"split file .*absent\.txt not found"):
+        load_benchmark("diode", root, tmp_path / "absent.txt")

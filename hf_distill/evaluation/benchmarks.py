@@ -341,17 +341,25 @@ class BenchmarkDataset(Sequence):
         return BenchmarkDataset(self.spec, self.files, self.split_file, [self.lines[i] for i in indices])
 
 
-def _parse_split(spec: BenchmarkSpec, split_file: Path) -> list[_Line]:
-    if not split_file.is_file():
-        raise FileNotFoundError(f"split file {split_file} not found")
+def read_list_file(path: Path, what: str = "list file") -> list[tuple[int, list[str]]]:
+    """The lines of a list of relative paths (a benchmark's split, an own-data listing) as (1-based line number,
+    whitespace-separated fields), without blank lines and ``#`` comments. ``what`` names the file in errors."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} {path} not found")
     lines = []
-    for number, text in enumerate(split_file.read_text().splitlines(), start=1):
+    for number, text in enumerate(path.read_text().splitlines(), start=1):
         fields = text.split()
-        if not fields:
-            continue
+        if fields and not fields[0].startswith("#"):
+            lines.append((number, fields))
+    return lines
+
+
+def _parse_split(spec: BenchmarkSpec, split_file: Path) -> list[_Line]:
+    lines = []
+    for number, fields in read_list_file(split_file, "split file"):
         if len(fields) < spec.fields:
             raise ValueError(
-                f"{split_file}:{number}: expected {spec.fields} relative paths for {spec.name}, got {text!r}"
+                f"{split_file}:{number}: expected {spec.fields} relative paths for {spec.name}, got {' '.join(fields)!r}"
             )
         if "None" in (fields[i] for i in spec.needed):  # KITTI frames without ground truth
             continue

@@ -28,7 +28,7 @@ import numpy as np
 from PIL import Image
 
 from hf_distill.data.images import exif_orientation, orient_like, to_rgb
-from hf_distill.evaluation.benchmarks import BENCHMARKS, EvalSample
+from hf_distill.evaluation.benchmarks import BENCHMARKS, EvalSample, read_list_file
 from hf_distill.evaluation.ground_truth import GROUND_TRUTH_EXTENSIONS, GroundTruthDeclaration, read_ground_truth_file
 
 __all__ = ["OwnDataSamples", "is_own_data_folder", "load_dataset_samples", "load_folder_samples"]
@@ -164,15 +164,11 @@ def _folder_entries(root: Path) -> list[tuple]:
 
 
 def _list_entries(root: Path, split_file: Path) -> list[tuple]:
-    if not split_file.is_file():
-        raise FileNotFoundError(f"list file {split_file} not found")
     entries = []
-    for number, text in enumerate(split_file.read_text().splitlines(), start=1):
-        fields = text.split()
-        if not fields or text.lstrip().startswith("#"):
-            continue
+    for number, fields in read_list_file(split_file):
         if len(fields) not in (2, 3):
-            raise ValueError(f"{split_file}:{number}: expected 'IMAGE DEPTH [MASK]' relative to {root}, got {text!r}")
+            raise ValueError(f"{split_file}:{number}: expected 'IMAGE DEPTH [MASK]' relative to {root}, got "
+                             f"{' '.join(fields)!r}")
         paths = [root / field for field in fields]
         missing = [str(p) for p in paths if not p.is_file()]
         if missing:
