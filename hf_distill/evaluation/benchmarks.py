@@ -358,9 +358,8 @@ def _parse_split(spec: BenchmarkSpec, split_file: Path) -> list[_Line]:
     lines = []
     for number, fields in read_list_file(split_file, "split file"):
         if len(fields) < spec.fields:
-            raise ValueError(
-                f"{split_file}:{number}: expected {spec.fields} relative paths for {spec.name}, got {' '.join(fields)!r}"
-            )
+            raise ValueError(f"{split_file}:{number}: expected {spec.fields} relative paths for {spec.name}, got "
+                             f"{' '.join(fields)!r}")
         if "None" in (fields[i] for i in spec.needed):  # KITTI frames without ground truth
             continue
         lines.append(_Line(number, fields))
