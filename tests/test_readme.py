@@ -25,8 +25,8 @@ from conftest import load_file_module
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
-# The user documents whose commands are checked: the README and every page of the documentation site.
-DOCUMENTS = [README, *sorted((ROOT / "docs").glob("*.md"))]
+# The user documents whose commands are checked: the README, every page of the documentation site and BENCHMARKS.md.
+DOCUMENTS = [README, *sorted((ROOT / "docs").glob("*.md")), ROOT / "BENCHMARKS.md"]
 SEPARATORS = {"&&", "||", ";", "|", "&"}
 SHELL_SUFFIXES = (".sh", ".slurm", ".sbatch")  # batch scripts are shell scripts: their command lines are checked
 LAUNCHERS = ("accelerate", "python", "python3")
