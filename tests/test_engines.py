@@ -249,7 +249,10 @@ def test_slurm_script_launches_one_accelerate_per_node(tmp_path):
 
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    stand_ins = {"srun": '#!/bin/bash\nexec "$@"\n', "scontrol": "#!/bin/bash\nprintf 'gpu-a\\ngpu-b\\n'\n",
+    # A large allocation's node list outlasts a reader that stops at the first line: under `set -o pipefail` a
+    # `| head -n 1` there kills the script with SIGPIPE (exit 141), so the stand-in lists many nodes.
+    stand_ins = {"srun": '#!/bin/bash\nexec "$@"\n',
+                 "scontrol": "#!/bin/bash\nprintf 'gpu-a\\ngpu-b\\n'\nseq -f 'gpu-%g' 1 200000\n",
                  "accelerate": f"#!{sys.executable}\nimport json, sys\nprint(json.dumps(sys.argv[1:]))\n"}
     for name, text in stand_ins.items():
         (bin_dir / name).write_text(text)
